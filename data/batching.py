@@ -1,0 +1,157 @@
+"""Stage 3: length-bucketed batches under a token budget, padded, with valid lengths.
+
+A batch is a dict of tensors:
+
+=================  =========  ==================================================
+key                shape      content
+=================  =========  ==================================================
+``src``            (B, S)     source ids + EOS, padded with PAD
+``src_valid_len``  (B,)       number of real source tokens (EOS included)
+``tgt_in``         (B, T)     decoder input: BOS + target ids, padded
+``labels``         (B, T)     target ids + EOS (``tgt_in`` shifted by one), padded
+``tgt_valid_len``  (B,)       number of real target tokens (EOS included)
+``index``          (B,)       position of each pair in its split (for ordering outputs)
+=================  =========  ==================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+__all__ = ["ParallelDataset", "TokenBudgetBatchSampler", "collate_batch"]
+
+
+class ParallelDataset(Dataset):
+    """Token-id pairs of one split; item ``i`` is ``(i, src_ids, tgt_ids)``.
+
+    Args:
+        src: source id sequences, each already ending with EOS.
+        tgt: target id sequences (no BOS/EOS; added by :func:`collate_batch`),
+            or None for source-only data (translation).
+
+    Raises:
+        ValueError: if ``src`` and ``tgt`` differ in length.
+    """
+
+    def __init__(self, src: Sequence[np.ndarray], tgt: Sequence[np.ndarray] | None = None):
+        if tgt is not None and len(src) != len(tgt):
+            raise ValueError(f"{len(src)} source sequences but {len(tgt)} target sequences")
+        self.src, self.tgt = src, tgt
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int):
+        return i, self.src[i], (self.tgt[i] if self.tgt is not None else None)
+
+    def src_lens(self) -> np.ndarray:
+        """``(N,)`` source lengths (EOS included)."""
+        return np.fromiter((len(s) for s in self.src), dtype=np.int64, count=len(self.src))
+
+    def tgt_lens(self) -> np.ndarray:
+        """``(N,)`` target lengths as batched (target + EOS); zeros without targets."""
+        if self.tgt is None:
+            return np.zeros(len(self.src), dtype=np.int64)
+        return np.fromiter((len(t) + 1 for t in self.tgt), dtype=np.int64, count=len(self.tgt))
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of similar length whose padded size stays within a token budget.
+
+    Pairs are sorted by length (ties broken at random each epoch when
+    shuffling), cut into batches whose ``B * max(S, T)`` is at most
+    ``max_tokens``, and the batch order is shuffled per epoch. The same seed
+    and epoch give the same batches. With ``num_replicas > 1`` (data
+    parallel) each rank takes every ``num_replicas``-th batch, the batch
+    count padded to a multiple of ``num_replicas`` by repeating batches.
+
+    Args:
+        src_lens, tgt_lens: ``(N,)`` lengths as batched.
+        max_tokens: token budget per batch (padded tokens counted).
+        shuffle: reshuffle ties and batch order each epoch (training).
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        num_replicas, rank: data-parallel world size and this process's rank.
+
+    Raises:
+        ValueError: if ``max_tokens`` is smaller than the longest pair.
+
+    Source: fairseq's ``batch_by_size`` (Ott et al. 2019); JoeyNMT's token batches.
+    """
+
+    def __init__(self, src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int,
+                 shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        self.lens = np.maximum(np.asarray(src_lens), np.asarray(tgt_lens))
+        if len(self.lens) and self.lens.max() > max_tokens:
+            raise ValueError(
+                f"max_tokens={max_tokens} is smaller than the longest pair "
+                f"({int(self.lens.max())} tokens); raise data.max_tokens or lower data.max_len")
+        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lens)) if self.shuffle else np.arange(len(self.lens))
+        order = order[np.argsort(self.lens[order], kind="stable")]
+        batches, batch, longest = [], [], 0
+        for i in order.tolist():
+            new_longest = max(longest, int(self.lens[i]))
+            if batch and new_longest * (len(batch) + 1) > self.max_tokens:
+                batches.append(batch)
+                batch, new_longest = [], int(self.lens[i])
+            batch.append(i)
+            longest = new_longest
+        if batch:
+            batches.append(batch)
+        if self.shuffle:
+            batches = [batches[j] for j in rng.permutation(len(batches))]
+        if self.num_replicas > 1:
+            total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+            batches = (batches + batches[: total - len(batches)])[self.rank::self.num_replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def _pad(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad id sequences (optionally adding a prefix/suffix id) -> ``(B, L)``, lengths ``(B,)``."""
+    extra = (prefix is not None) + (suffix is not None)
+    lens = torch.tensor([len(s) + extra for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lens.max())), PAD_ID, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        start = 0
+        if prefix is not None:
+            out[row, 0] = prefix
+            start = 1
+        out[row, start: start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        if suffix is not None:
+            out[row, start + len(seq)] = suffix
+    return out, lens
+
+
+def collate_batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, torch.Tensor]:
+    """Pad a list of ``(index, src_ids, tgt_ids)`` into the batch dict described above."""
+    index = torch.tensor([i for i, _, _ in items], dtype=torch.long)
+    src, src_valid_len = _pad([s for _, s, _ in items])
+    batch = {"src": src, "src_valid_len": src_valid_len, "index": index}
+    if items[0][2] is not None:
+        tgt = [t for _, _, t in items]
+        batch["tgt_in"], _ = _pad(tgt, prefix=BOS_ID)
+        batch["labels"], batch["tgt_valid_len"] = _pad(tgt, suffix=EOS_ID)
+    return batch

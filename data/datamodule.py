@@ -1,0 +1,192 @@
+"""The ``LightningDataModule`` that ties stages 1–3 together, with an on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from .batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
+from .corpus import find_split_file, load_parallel_corpus
+from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
+
+__all__ = ["TranslationDataModule", "encode_sources"]
+
+log = logging.getLogger(__name__)
+
+
+def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_len: int) -> list[np.ndarray]:
+    """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens."""
+    return [np.asarray(ids[: max_len - 1] + [EOS_ID], dtype=np.int32)
+            for ids in tokenizer.encode(sentences)]
+
+
+def _pack(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged id lists -> flat ``int32`` array and ``(N + 1,)`` offsets."""
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(s) for s in seqs])
+    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+class TranslationDataModule(L.LightningDataModule):
+    """Read a parallel corpus, train/load the tokenizer, and serve token-budget batches.
+
+    Token ids and the SentencePiece model are cached under ``cache_dir`` in a
+    folder named by a hash of everything they depend on (corpus files and
+    their sizes/mtimes, languages, splits, vocabulary settings), so a second
+    run reads them instead of re-tokenizing.
+
+    Args:
+        source: local directory of ``{split}.{lang}[.gz]`` files, or a hub
+            dataset id with a ``translation`` column.
+        src_lang: source language code.
+        tgt_lang: target language code.
+        train_split: corpus name of the training split.
+        valid_split: corpus name of the validation split.
+        test_split: corpus name of the test split.
+        hub_config: configuration name of a hub dataset (unused for directories).
+        vocab_size: joint SentencePiece vocabulary size (special pieces included).
+        spm_model_type: ``unigram`` or ``bpe``.
+        max_len: longest sequence in tokens; longer training pairs are dropped
+            (count logged), longer evaluation sources truncated.
+        max_tokens: training batch budget in padded tokens (``B * max(S, T)``).
+        eval_max_tokens: batch budget for validation/test.
+        cache_dir: folder for ``datasets`` caches and token ids.
+        num_workers: DataLoader worker processes.
+        seed: seed of batch shuffling.
+
+    Raises:
+        data.corpus.CorpusError: for missing or misaligned corpus files.
+        ValueError: if the vocabulary size cannot be trained on the corpus.
+    """
+
+    def __init__(self, source: str = "../shared/data/multi30k", src_lang: str = "en",
+                 tgt_lang: str = "de", train_split: str = "train", valid_split: str = "val",
+                 test_split: str = "test_2016_flickr", hub_config: str | None = None,
+                 vocab_size: int = 8000, spm_model_type: str = "unigram", max_len: int = 128,
+                 max_tokens: int = 4096, eval_max_tokens: int = 8192,
+                 cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.source, self.src_lang, self.tgt_lang = source, src_lang, tgt_lang
+        self.splits = {"train": train_split, "valid": valid_split, "test": test_split}
+        self.hub_config = hub_config
+        self.vocab_size, self.spm_model_type = vocab_size, spm_model_type
+        self.max_len, self.max_tokens, self.eval_max_tokens = max_len, max_tokens, eval_max_tokens
+        self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
+        self.tokenizer: Tokenizer | None = None
+        self.datasets: dict[str, ParallelDataset] = {}
+        self.references: dict[str, list[str]] = {}
+        self.sources: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ cache
+    def _cache_key(self) -> str:
+        identity = {"source": str(self.source), "langs": [self.src_lang, self.tgt_lang],
+                    "splits": self.splits, "hub_config": self.hub_config,
+                    "vocab_size": self.vocab_size, "model_type": self.spm_model_type,
+                    "max_len": self.max_len, "version": 1}
+        if Path(self.source).exists():
+            identity["source"] = str(Path(self.source).resolve())
+            files = {}
+            for split in self.splits.values():
+                for lang in (self.src_lang, self.tgt_lang):
+                    path = find_split_file(self.source, split, lang)
+                    stat = path.stat()
+                    files[path.name] = [stat.st_size, stat.st_mtime_ns]
+            identity["files"] = files
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"{self.src_lang}-{self.tgt_lang}-{digest[:16]}"
+
+    @property
+    def cache_path(self) -> Path:
+        """Folder holding ``spm.model`` and ``{split}.npz`` for this data config."""
+        return Path(self.cache_dir) / "tokenized" / self._cache_key()
+
+    def _load_text(self):
+        corpus = load_parallel_corpus(self.source, self.src_lang, self.tgt_lang, self.splits,
+                                      cache_dir=os.path.join(self.cache_dir, "datasets"),
+                                      hub_config=self.hub_config)
+        return corpus
+
+    def prepare_data(self) -> None:
+        """Train the tokenizer and tokenize every split, unless cached already."""
+        path = self.cache_path
+        if (path / "done").exists():
+            return
+        start = time.perf_counter()
+        corpus = self._load_text()
+        train = corpus["train"]
+        tokenizer = train_tokenizer(list(train["src"]) + list(train["tgt"]),
+                                    vocab_size=self.vocab_size,
+                                    model_type=self.spm_model_type)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, ds in corpus.items():
+            src_flat, src_off = _pack([ids + [EOS_ID] for ids in tokenizer.encode(ds["src"])])
+            tgt_flat, tgt_off = _pack(tokenizer.encode(ds["tgt"]))
+            tmp = path / f"{name}.tmp.npz"
+            np.savez(tmp, src=src_flat, src_offsets=src_off, tgt=tgt_flat, tgt_offsets=tgt_off)
+            os.replace(tmp, path / f"{name}.npz")
+        tokenizer.save(str(path / "spm.model"))
+        (path / "done").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+        log.info("tokenized %s in %.1f s -> %s", self.source, time.perf_counter() - start, path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the tokenizer, token ids and raw references from the cache."""
+        if self.datasets:
+            return
+        self.prepare_data()
+        path = self.cache_path
+        self.tokenizer = Tokenizer.load(str(path / "spm.model"))
+        corpus = self._load_text()
+        for name in self.splits:
+            arrays = np.load(path / f"{name}.npz")
+            src = _unpack(arrays["src"], arrays["src_offsets"])
+            tgt = _unpack(arrays["tgt"], arrays["tgt_offsets"])
+            if name == "train":
+                keep = [i for i in range(len(src))
+                        if len(src[i]) <= self.max_len and len(tgt[i]) + 1 <= self.max_len]
+                if len(keep) < len(src):
+                    log.warning("train: dropped %d of %d pairs longer than max_len=%d tokens",
+                                len(src) - len(keep), len(src), self.max_len)
+                src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+            else:
+                src = [s if len(s) <= self.max_len else np.append(s[: self.max_len - 1], EOS_ID)
+                       for s in src]
+                tgt = [t[: self.max_len - 1] for t in tgt]
+                self.references[name] = list(corpus[name]["tgt"])
+                self.sources[name] = list(corpus[name]["src"])
+            self.datasets[name] = ParallelDataset(src, tgt)
+
+    # ------------------------------------------------------------ dataloaders
+    def _loader(self, name: str, max_tokens: int, shuffle: bool) -> DataLoader:
+        ds = self.datasets[name]
+        trainer = self.trainer
+        replicas = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = TokenBudgetBatchSampler(ds.src_lens(), ds.tgt_lens(), max_tokens,
+                                          shuffle=shuffle, seed=self.seed,
+                                          num_replicas=replicas, rank=rank)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch,
+                          num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.max_tokens, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", self.eval_max_tokens, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_max_tokens, shuffle=False)

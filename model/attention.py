@@ -1,0 +1,328 @@
+"""Attention mechanisms: masking, scoring functions and multi-head attention.
+
+Everything that attends in this project goes through this file: one masking
+helper (:func:`valid_mask`), one softmax that honours it (:func:`masked_softmax`)
+and two scoring functions (:class:`DotProductAttention`,
+:class:`AdditiveAttention`) that :class:`MultiHeadAttention` runs for all
+heads at once.
+
+Names and call signatures follow the attention chapter of d2l.ai
+("Attention Scoring Functions", "Multi-Head Attention", "Self-Attention and
+Positional Encoding"), so code written against ``d2l.torch`` runs unchanged.
+
+Mask convention (used everywhere in the project): a boolean mask is ``True``
+where a query may attend to a key and ``False`` at padding or future
+positions. Convert to the opposite convention only at the boundary with a
+library that uses it (``nn.MultiheadAttention``'s ``key_padding_mask``).
+
+Shapes: B batch, H heads, Q queries, K keys, d query/key size, v value size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+__all__ = [
+    "valid_mask",
+    "causal_valid_lens",
+    "masked_softmax",
+    "DotProductAttention",
+    "AdditiveAttention",
+    "MultiHeadAttention",
+    "SCORING_FUNCTIONS",
+]
+
+#: The scoring functions :class:`MultiHeadAttention` (and the Transformer
+#: config's ``attention`` field) accept.
+SCORING_FUNCTIONS = ("dot", "additive")
+
+
+def valid_mask(valid_lens: torch.Tensor | None, num_queries: int, num_keys: int,
+               device: torch.device | None = None) -> torch.Tensor | None:
+    """Turn valid lengths into the boolean attention mask (True = attend).
+
+    This is the only place in the project where a mask is made from lengths.
+
+    Args:
+        valid_lens: ``None`` (attend everywhere), ``(B,)`` (one length per
+            sequence, shared by all its queries) or ``(B, Q)`` (one length
+            per query, e.g. :func:`causal_valid_lens`). Key ``j`` is valid
+            for query ``i`` of sequence ``b`` iff ``j < valid_lens[b(, i)]``.
+        num_queries: Q.
+        num_keys: K.
+        device: where to build the mask; defaults to ``valid_lens.device``.
+
+    Returns:
+        ``None`` when ``valid_lens`` is None, else a bool tensor of shape
+        ``(B, 1, K)`` for 1-D ``valid_lens`` or ``(B, Q, K)`` for 2-D.
+
+    Raises:
+        ValueError: if ``valid_lens`` has more than 2 dimensions, or its
+            second dimension is not Q.
+
+    Source: d2l.ai §11.3 (``_sequence_mask``), generalised to 2-D lengths.
+    """
+    if valid_lens is None:
+        return None
+    device = device if device is not None else valid_lens.device
+    positions = torch.arange(num_keys, device=device)  # (K,)
+    if valid_lens.dim() == 1:
+        return positions[None, None, :] < valid_lens.to(device)[:, None, None]  # (B, 1, K)
+    if valid_lens.dim() == 2:
+        if valid_lens.shape[1] != num_queries:
+            raise ValueError(
+                f"valid_lens has shape {tuple(valid_lens.shape)} but there are "
+                f"{num_queries} queries; 2-D valid_lens must be (batch, num_queries)")
+        return positions[None, None, :] < valid_lens.to(device)[:, :, None]  # (B, Q, K)
+    raise ValueError(
+        f"valid_lens must be None, (batch,) or (batch, num_queries); got shape "
+        f"{tuple(valid_lens.shape)}")
+
+
+def causal_valid_lens(batch_size: int, num_steps: int, device: torch.device | None = None,
+                      offset: int = 0) -> torch.Tensor:
+    """Valid lengths that make self-attention causal (no peeking ahead).
+
+    Query ``i`` may attend to keys ``0 .. offset + i``; passed as ``valid_lens``
+    to any attention in this file this gives the decoder's masked
+    self-attention with the same masking code as padding.
+
+    Args:
+        batch_size: B.
+        num_steps: number of queries T.
+        device: device of the result.
+        offset: number of earlier positions already in the keys (incremental
+            decoding with a cache); 0 in training.
+
+    Returns:
+        Long tensor ``(B, T)`` whose row is ``offset + 1, ..., offset + T``.
+
+    Source: d2l.ai §11.7 (``dec_valid_lens`` in ``TransformerDecoderBlock``).
+    """
+    steps = torch.arange(offset + 1, offset + num_steps + 1, device=device)  # (T,)
+    return steps.unsqueeze(0).expand(batch_size, num_steps)  # (B, T)
+
+
+def _broadcast_mask(mask: torch.Tensor | None, scores_dim: int) -> torch.Tensor | None:
+    """Insert head dimensions so a ``(B, Q|1, K)`` mask broadcasts over
+    scores of shape ``(B, ..., Q, K)``."""
+    if mask is None:
+        return None
+    for _ in range(scores_dim - 3):
+        mask = mask.unsqueeze(1)
+    return mask
+
+
+def masked_softmax(X: torch.Tensor, valid_lens: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last axis that gives weight exactly 0 beyond the valid length.
+
+    Args:
+        X: scores ``(B, Q, K)``, or ``(B, H, Q, K)`` with the mask shared by
+            the H heads.
+        valid_lens: ``None``, ``(B,)`` or ``(B, Q)``; see :func:`valid_mask`.
+
+    Returns:
+        Weights of the shape of ``X``; each row sums to 1 over its valid keys
+        and is exactly 0 at keys at or beyond the valid length. A valid
+        length of 0 gives an all-zero row (so the attention output for that
+        query is the zero vector, and no NaN reaches the gradients); this is
+        also what ``F.scaled_dot_product_attention`` returns for a fully
+        masked row.
+
+    Raises:
+        ValueError: from :func:`valid_mask` for badly shaped ``valid_lens``.
+
+    Source: d2l.ai §11.3.2 (masked softmax operation).
+    """
+    if valid_lens is None:
+        return F.softmax(X, dim=-1)
+    mask = _broadcast_mask(valid_mask(valid_lens, X.shape[-2], X.shape[-1], X.device), X.dim())
+    # A finite fill keeps fully masked rows NaN-free (uniform, then zeroed).
+    scores = X.masked_fill(~mask, torch.finfo(X.dtype).min)
+    return F.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+
+
+def _sdpa_backends(device: torch.device) -> list[SDPBackend]:
+    """Kernels ``F.scaled_dot_product_attention`` may pick on ``device``.
+
+    On CPU the fused flash kernel is about 3x slower than the math kernel at
+    the sentence lengths of translation (fwd+bwd, bf16, (204, 4, 15, 64) with
+    a padding mask: 33 ms vs 11 ms on 2 cores), so CPU uses the math kernel;
+    on GPU every kernel is allowed.
+    """
+    if device.type == "cpu":
+        return [SDPBackend.MATH]
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+            SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+
+
+class DotProductAttention(nn.Module):
+    """Scaled dot-product attention: ``softmax(Q K^T / sqrt(d)) V``.
+
+    When ``keep_weights`` is True (the default, as in d2l.ai) the weights of
+    the last call are kept in ``.attention_weights`` for plotting, computed
+    by the explicit path (:func:`masked_softmax`). When False, the call uses
+    ``F.scaled_dot_product_attention`` (fused kernels) with the same mask,
+    which computes the same function (tested) and sets
+    ``.attention_weights`` to None.
+
+    Args:
+        dropout: dropout probability on the attention weights (training only).
+        keep_weights: keep the attention weights of each call.
+
+    Shapes:
+        queries ``(B, [H,] Q, d)``, keys ``(B, [H,] K, d)``, values
+        ``(B, [H,] K, v)``, ``valid_lens`` None / ``(B,)`` / ``(B, Q)``
+        -> output ``(B, [H,] Q, v)``; ``attention_weights`` ``(B, [H,] Q, K)``.
+
+    Raises:
+        ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`).
+
+    Source: Vaswani et al. 2017, eq. 1; d2l.ai §11.3.3.
+    """
+
+    def __init__(self, dropout: float, keep_weights: bool = True):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.keep_weights = keep_weights
+        self.attention_weights: torch.Tensor | None = None
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.keep_weights:
+            self.attention_weights = None
+            mask = valid_mask(valid_lens, queries.shape[-2], keys.shape[-2], queries.device)
+            with sdpa_kernel(_sdpa_backends(queries.device)):
+                return F.scaled_dot_product_attention(
+                    queries, keys, values, attn_mask=_broadcast_mask(mask, queries.dim()),
+                    dropout_p=self.dropout.p if self.training else 0.0)
+        d = queries.shape[-1]
+        scores = queries @ keys.transpose(-2, -1) / math.sqrt(d)  # (B, [H,] Q, K)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return self.dropout(self.attention_weights) @ values  # (B, [H,] Q, v)
+
+
+class AdditiveAttention(nn.Module):
+    """Additive (Bahdanau) attention: score ``w_v^T tanh(W_q q + W_k k)``.
+
+    Queries and keys may have different sizes. When ``query_size`` /
+    ``key_size`` are not given the projections are lazy (sized on the first
+    call), as in d2l.ai.
+
+    Args:
+        num_hiddens: size of the hidden layer ``W_q q + W_k k``.
+        dropout: dropout probability on the attention weights.
+        key_size: feature size of the keys, or None for lazy.
+        query_size: feature size of the queries, or None for lazy.
+
+    Shapes:
+        queries ``(B, [H,] Q, q)``, keys ``(B, [H,] K, k)``, values
+        ``(B, [H,] K, v)``, ``valid_lens`` None / ``(B,)`` / ``(B, Q)``
+        -> output ``(B, [H,] Q, v)``; ``attention_weights`` ``(B, [H,] Q, K)``.
+        The score computation holds a ``(B, [H,] Q, K, num_hiddens)`` tensor.
+
+    Raises:
+        ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`).
+
+    Source: Bahdanau et al. 2015, eq. A.1.2; d2l.ai §11.3.2.
+    """
+
+    def __init__(self, num_hiddens: int, dropout: float, key_size: int | None = None,
+                 query_size: int | None = None):
+        super().__init__()
+        self.W_k = (nn.LazyLinear(num_hiddens, bias=False) if key_size is None
+                    else nn.Linear(key_size, num_hiddens, bias=False))
+        self.W_q = (nn.LazyLinear(num_hiddens, bias=False) if query_size is None
+                    else nn.Linear(query_size, num_hiddens, bias=False))
+        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.keep_weights = True  # same switch as DotProductAttention; weights are always computed
+        self.attention_weights: torch.Tensor | None = None
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        queries, keys = self.W_q(queries), self.W_k(keys)  # (B, [H,] Q, A), (B, [H,] K, A)
+        features = torch.tanh(queries.unsqueeze(-2) + keys.unsqueeze(-3))  # (B, [H,] Q, K, A)
+        scores = self.w_v(features).squeeze(-1)  # (B, [H,] Q, K)
+        weights = masked_softmax(scores, valid_lens)
+        self.attention_weights = weights if self.keep_weights else None
+        return self.dropout(weights) @ values  # (B, [H,] Q, v)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with all heads in one batched computation.
+
+    Queries, keys and values are projected to ``num_hiddens`` features, split
+    into ``num_heads`` heads of ``num_hiddens // num_heads`` features, scored
+    by one scoring module for all heads at once (no loop over heads), and the
+    concatenated heads are projected back by ``W_o``.
+
+    Args:
+        num_hiddens: model width D (output size and total projection size).
+        num_heads: H; must divide ``num_hiddens``.
+        dropout: dropout on the attention weights.
+        bias: whether the four projections have biases.
+        scoring: ``"dot"`` (scaled dot product, fused kernel when weights are
+            not kept) or ``"additive"`` (an :class:`AdditiveAttention` of
+            hidden size ``num_hiddens // num_heads`` shared by the heads,
+            each head scoring its own projected queries and keys).
+        query_size, key_size, value_size: input feature sizes; default
+            ``num_hiddens``.
+
+    Shapes:
+        queries ``(B, Q, q)``, keys ``(B, K, k)``, values ``(B, K, v)``,
+        ``valid_lens`` None / ``(B,)`` / ``(B, Q)`` -> ``(B, Q, D)``.
+        ``self.attention.attention_weights`` is ``(B, H, Q, K)`` when kept.
+
+    Raises:
+        ValueError: if ``num_hiddens`` is not divisible by ``num_heads`` or
+            ``scoring`` is unknown.
+
+    Source: Vaswani et al. 2017, §3.2.2; d2l.ai §11.5.
+    """
+
+    def __init__(self, num_hiddens: int, num_heads: int, dropout: float, bias: bool = False,
+                 scoring: str = "dot", query_size: int | None = None,
+                 key_size: int | None = None, value_size: int | None = None):
+        super().__init__()
+        if num_hiddens % num_heads != 0:
+            raise ValueError(
+                f"num_hiddens={num_hiddens} is not divisible by num_heads={num_heads}; "
+                f"choose num_heads among the divisors of num_hiddens")
+        if scoring not in SCORING_FUNCTIONS:
+            raise ValueError(f"scoring={scoring!r} is unknown; use one of {SCORING_FUNCTIONS}")
+        self.num_heads = num_heads
+        self.scoring = scoring
+        head_size = num_hiddens // num_heads
+        if scoring == "dot":
+            self.attention: nn.Module = DotProductAttention(dropout)
+        else:
+            self.attention = AdditiveAttention(head_size, dropout, key_size=head_size,
+                                               query_size=head_size)
+        self.W_q = nn.Linear(query_size or num_hiddens, num_hiddens, bias=bias)
+        self.W_k = nn.Linear(key_size or num_hiddens, num_hiddens, bias=bias)
+        self.W_v = nn.Linear(value_size or num_hiddens, num_hiddens, bias=bias)
+        self.W_o = nn.Linear(num_hiddens, num_hiddens, bias=bias)
+
+    def transpose_qkv(self, X: torch.Tensor) -> torch.Tensor:
+        """Split the last axis into heads: ``(B, T, D)`` -> ``(B, H, T, D/H)``."""
+        X = X.reshape(X.shape[0], X.shape[1], self.num_heads, -1)  # (B, T, H, Dh)
+        return X.transpose(1, 2)  # (B, H, T, Dh)
+
+    def transpose_output(self, X: torch.Tensor) -> torch.Tensor:
+        """Concatenate heads: ``(B, H, T, D/H)`` -> ``(B, T, D)``."""
+        X = X.transpose(1, 2)  # (B, T, H, Dh)
+        return X.reshape(X.shape[0], X.shape[1], -1)  # (B, T, D)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        queries = self.transpose_qkv(self.W_q(queries))  # (B, H, Q, Dh)
+        keys = self.transpose_qkv(self.W_k(keys))  # (B, H, K, Dh)
+        values = self.transpose_qkv(self.W_v(values))  # (B, H, K, Dh)
+        output = self.attention(queries, keys, values, valid_lens)  # (B, H, Q, Dh)
+        return self.W_o(self.transpose_output(output))  # (B, Q, D)

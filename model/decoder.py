@@ -1,0 +1,104 @@
+"""Transformer decoder: masked self-attention, encoder–decoder attention, FFN.
+
+Source: Vaswani et al. 2017, §3.1; d2l.ai §11.7.4.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadAttention, causal_valid_lens
+from .encoder import AddNorm, PositionWiseFFN
+from .positional_encoding import PositionalEncoding
+
+if TYPE_CHECKING:
+    from .config import TransformerConfig
+
+__all__ = ["TransformerDecoderBlock", "TransformerDecoder"]
+
+
+class TransformerDecoderBlock(nn.Module):
+    """Masked self-attention, encoder–decoder attention and FFN, each in :class:`AddNorm`.
+
+    Self-attention is made causal by :func:`~model.attention.causal_valid_lens`:
+    the same valid-length masking as padding, with query ``t`` seeing keys
+    ``0..t``.
+
+    Args:
+        as :class:`~model.encoder.TransformerEncoderBlock`.
+
+    Shapes:
+        ``X`` ``(B, T, D)``, ``enc_outputs`` ``(B, S, D)``, ``enc_valid_lens``
+        ``(B,)`` -> ``(B, T, D)``.
+
+    Source: Vaswani et al. 2017, §3.1; d2l.ai §11.7.4.
+    """
+
+    def __init__(self, num_hiddens: int, ffn_num_hiddens: int, num_heads: int, dropout: float,
+                 attention: str = "dot", norm_first: bool = False, bias: bool = False,
+                 attention_dropout: float | None = None, activation_dropout: float = 0.0):
+        super().__init__()
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attention1 = MultiHeadAttention(num_hiddens, num_heads, attention_dropout,
+                                             bias=bias, scoring=attention)
+        self.addnorm1 = AddNorm(num_hiddens, dropout, norm_first)
+        self.attention2 = MultiHeadAttention(num_hiddens, num_heads, attention_dropout,
+                                             bias=bias, scoring=attention)
+        self.addnorm2 = AddNorm(num_hiddens, dropout, norm_first)
+        self.ffn = PositionWiseFFN(ffn_num_hiddens, num_hiddens, activation_dropout)
+        self.addnorm3 = AddNorm(num_hiddens, dropout, norm_first)
+
+    def forward(self, X: torch.Tensor, enc_outputs: torch.Tensor,
+                enc_valid_lens: torch.Tensor | None) -> torch.Tensor:
+        dec_valid_lens = causal_valid_lens(X.shape[0], X.shape[1], X.device)  # (B, T)
+        X = self.addnorm1(X, lambda h: self.attention1(h, h, h, dec_valid_lens))  # (B, T, D)
+        X = self.addnorm2(X, lambda h: self.attention2(h, enc_outputs, enc_outputs,
+                                                       enc_valid_lens))  # (B, T, D)
+        return self.addnorm3(X, self.ffn)  # (B, T, D)
+
+
+class TransformerDecoder(nn.Module):
+    """Stack of :class:`TransformerDecoderBlock` and the output projection.
+
+    Args:
+        config: sizes and choices (:class:`~model.config.TransformerConfig`).
+        embedding: target token embedding ``(V, D)``.
+        output: projection ``D -> V``, or None to reuse ``embedding.weight``
+            (tied embeddings).
+
+    Shapes:
+        ``tgt`` ``(B, T)`` token ids, ``enc_outputs`` ``(B, S, D)``,
+        ``enc_valid_lens`` ``(B,)`` -> logits ``(B, T, V)``.
+
+    Source: Vaswani et al. 2017, §3.1 and §3.4; Press & Wolf 2017 (tied
+    output embedding); d2l.ai §11.7.4.
+    """
+
+    def __init__(self, config: "TransformerConfig", embedding: nn.Embedding,
+                 output: nn.Linear | None):
+        super().__init__()
+        c = config
+        self.num_hiddens = c.num_hiddens
+        self.embedding = embedding
+        self.pos_encoding = PositionalEncoding(c.num_hiddens, c.dropout, c.max_len)
+        self.blks = nn.ModuleList(
+            TransformerDecoderBlock(c.num_hiddens, c.ffn_num_hiddens, c.num_heads, c.dropout,
+                                    c.attention, c.norm_first,
+                                    attention_dropout=c.attention_dropout,
+                                    activation_dropout=c.activation_dropout)
+            for _ in range(c.num_dec_blks))
+        self.final_ln = nn.LayerNorm(c.num_hiddens) if c.norm_first else nn.Identity()
+        self.output = output
+
+    def forward(self, tgt: torch.Tensor, enc_outputs: torch.Tensor,
+                enc_valid_lens: torch.Tensor | None) -> torch.Tensor:
+        X = self.pos_encoding(self.embedding(tgt) * self.num_hiddens ** 0.5)  # (B, T, D)
+        for blk in self.blks:
+            X = blk(X, enc_outputs, enc_valid_lens)
+        X = self.final_ln(X)
+        if self.output is None:
+            return X @ self.embedding.weight.T  # (B, T, V)
+        return self.output(X)  # (B, T, V)

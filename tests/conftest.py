@@ -1,0 +1,44 @@
+"""Shared fixtures: a small slice of the real Multi30k corpus, written to a temp dir."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+
+
+def _head(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [next(f) for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def multi30k_small(tmp_path_factory) -> Path:
+    """A copy of the first lines of Multi30k en/de: train 400, val 60, test 50 pairs.
+
+    Train and val are gzip-compressed, test is plain text, so both file forms
+    of the ``{split}.{lang}[.gz]`` layout are exercised.
+    """
+    if not MULTI30K.is_dir():
+        pytest.skip(f"Multi30k not found at {MULTI30K} (the shared/ folder beside the repo)")
+    out = tmp_path_factory.mktemp("multi30k_small")
+    for split, n, compress in (("train", 400, True), ("val", 60, True),
+                               ("test_2016_flickr", 50, False)):
+        for lang in ("en", "de"):
+            lines = _head(MULTI30K / f"{split}.{lang}.gz", n)
+            if compress:
+                with gzip.open(out / f"{split}.{lang}.gz", "wt", encoding="utf-8") as f:
+                    f.writelines(lines)
+            else:
+                (out / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

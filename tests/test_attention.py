@@ -1,0 +1,451 @@
+"""Tests for model/attention.py, each against an independent reference.
+
+References: per-row ``torch.softmax`` over the valid prefix (masked_softmax),
+``F.scaled_dot_product_attention`` (DotProductAttention), a naive loop over
+``w_v^T tanh(W_q q + W_k k)`` (AdditiveAttention), ``nn.MultiheadAttention``
+with copied weights and a loop over heads (MultiHeadAttention),
+``torch.autograd.gradcheck`` in float64, and the padding / causality
+invariances. Tensors are tiny so the whole file runs in seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd import gradcheck
+from torch.testing import assert_close
+
+from model.attention import (SCORING_FUNCTIONS, AdditiveAttention, DotProductAttention,
+                             MultiHeadAttention, causal_valid_lens, masked_softmax,
+                             valid_mask)
+
+B, H, Q, K = 3, 2, 4, 6  # batch, heads, queries, keys
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tensors here are tiny: a second intra-op thread only adds overhead (tens
+    of times slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+#: Padding patterns for a batch of B=3 sequences of K=6 keys and Q=4 queries.
+#: ``None`` attends everywhere; 1-D is one length per sequence; 2-D one per query.
+PADDING = {
+    "none": None,
+    "full": [6, 6, 6],
+    "ragged": [6, 3, 1],
+    "zero": [4, 0, 2],  # a sequence with no valid key: all-zero weights
+    "per_query": [[1, 2, 3, 4], [6, 5, 4, 3], [2, 2, 6, 1]],
+    "per_query_zero": [[0, 1, 2, 3], [6, 0, 6, 6], [1, 1, 1, 1]],
+}
+#: The patterns in which every query has at least one valid key (libraries
+#: that return NaN for a fully masked row can serve as references).
+NONEMPTY = ["none", "full", "ragged", "per_query"]
+#: The 1-D patterns (what ``key_padding_mask`` can express).
+PER_SEQUENCE = ["none", "full", "ragged"]
+
+
+def lens_of(pattern: str) -> torch.Tensor | None:
+    lens = PADDING[pattern]
+    return None if lens is None else torch.tensor(lens)
+
+
+def lens_per_row(valid_lens: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+    """Valid length of every row of scores of ``shape`` ``(B, [H,] Q, K)``: ``shape[:-1]``."""
+    rows = shape[:-1]
+    if valid_lens is None:
+        return torch.full(rows, shape[-1])
+    if valid_lens.dim() == 1:
+        lens = valid_lens.reshape(-1, *([1] * (len(rows) - 1)))  # (B, 1, [1])
+    else:
+        lens = valid_lens.reshape(valid_lens.shape[0], *([1] * (len(rows) - 2)), -1)  # (B, [1,] Q)
+    return lens.expand(rows)
+
+
+def reference_mask(valid_lens: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+    """Boolean mask (True = attend) of shape ``shape``, built without ``valid_mask``."""
+    return torch.arange(shape[-1]) < lens_per_row(valid_lens, shape)[..., None]
+
+
+def reference_masked_softmax(X: torch.Tensor, valid_lens: torch.Tensor | None) -> torch.Tensor:
+    """Plain ``torch.softmax`` of each row over its valid prefix, zeros elsewhere."""
+    lens = lens_per_row(valid_lens, X.shape)
+    out = torch.zeros_like(X)
+    for idx in itertools.product(*(range(n) for n in X.shape[:-1])):
+        n = int(lens[idx])
+        if n > 0:
+            out[idx][:n] = torch.softmax(X[idx][:n], dim=-1)
+    return out
+
+
+def scores_shape(ndim: int) -> tuple[int, ...]:
+    return (B, Q, K) if ndim == 3 else (B, H, Q, K)
+
+
+def qkv(ndim: int, d: int = 5, v: int = 3, dtype=torch.float32):
+    lead = (B,) if ndim == 3 else (B, H)
+    return (torch.randn(*lead, Q, d, dtype=dtype), torch.randn(*lead, K, d, dtype=dtype),
+            torch.randn(*lead, K, v, dtype=dtype))
+
+
+# ---------------------------------------------------------------- masked_softmax
+
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_masked_softmax_matches_per_row_softmax(pattern, ndim):
+    X = torch.randn(scores_shape(ndim))
+    valid_lens = lens_of(pattern)
+    weights = masked_softmax(X, valid_lens)
+
+    assert_close(weights, reference_masked_softmax(X, valid_lens))
+    lens = lens_per_row(valid_lens, X.shape)
+    mask = reference_mask(valid_lens, X.shape)
+    # Exactly zero at and after the valid length, rows sum to 1 where any key is valid.
+    assert torch.equal(weights[~mask], torch.zeros_like(weights[~mask]))
+    sums = weights.sum(-1)
+    assert_close(sums[lens > 0], torch.ones_like(sums[lens > 0]))
+    assert torch.equal(sums[lens == 0], torch.zeros_like(sums[lens == 0]))
+
+
+@pytest.mark.parametrize("pattern", ["zero", "per_query_zero"])
+@pytest.mark.parametrize("ndim", [3, 4])
+def test_masked_softmax_zero_length_gives_zero_row_and_finite_gradient(pattern, ndim):
+    X = torch.randn(scores_shape(ndim), requires_grad=True)
+    valid_lens = lens_of(pattern)
+    weights = masked_softmax(X, valid_lens)
+    empty = lens_per_row(valid_lens, X.shape) == 0
+    assert empty.any()
+    assert torch.equal(weights[empty], torch.zeros_like(weights[empty]))
+
+    (weights * torch.randn_like(weights)).sum().backward()
+    assert torch.isfinite(X.grad).all()
+    assert torch.equal(X.grad[empty], torch.zeros_like(X.grad[empty]))
+
+
+def test_masked_softmax_gradcheck_float64():
+    X = torch.randn(B, H, Q, K, dtype=torch.float64, requires_grad=True)
+    for pattern in ["ragged", "zero", "per_query_zero"]:
+        valid_lens = lens_of(pattern)
+        # Through a smooth function, so the check sees cross-row terms too.
+        assert gradcheck(lambda X: torch.sin(masked_softmax(X.tanh() * 3, valid_lens)), (X,))
+
+
+# ---------------------------------------------------------------- masks
+
+def test_valid_mask_shapes_and_values():
+    assert valid_mask(None, Q, K) is None
+    lens = torch.tensor([6, 3, 0])
+    mask = valid_mask(lens, Q, K)
+    assert mask.shape == (B, 1, K) and mask.dtype == torch.bool
+    assert torch.equal(mask.expand(B, Q, K), reference_mask(lens, (B, Q, K)))
+
+    lens = lens_of("per_query")
+    mask = valid_mask(lens, Q, K)
+    assert mask.shape == (B, Q, K)
+    assert torch.equal(mask, reference_mask(lens, (B, Q, K)))
+
+
+def test_valid_mask_rejects_bad_lengths():
+    with pytest.raises(ValueError, match="valid_lens"):
+        valid_mask(torch.ones(B, Q, 1, dtype=torch.long), Q, K)  # 3-D
+    with pytest.raises(ValueError, match="queries"):
+        valid_mask(torch.ones(B, Q + 1, dtype=torch.long), Q, K)  # wrong Q
+    with pytest.raises(ValueError):
+        masked_softmax(torch.randn(B, Q, K), torch.ones(B, Q + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("offset", [0, 3])
+def test_causal_valid_lens(offset):
+    lens = causal_valid_lens(B, Q, offset=offset)
+    assert lens.shape == (B, Q)
+    for row in lens:
+        assert row.tolist() == list(range(offset + 1, offset + Q + 1))
+    # As a mask: query i sees keys 0..offset+i, i.e. a lower-triangular band.
+    mask = valid_mask(lens, Q, offset + Q)
+    expected = torch.ones(Q, offset + Q, dtype=torch.bool).tril(diagonal=offset)
+    assert torch.equal(mask, expected.expand(B, Q, offset + Q))
+
+
+# ---------------------------------------------------------------- DotProductAttention
+
+def sdpa_reference(q, k, v, valid_lens):
+    """``F.scaled_dot_product_attention`` with the equivalent boolean mask; rows
+    with no valid key are set to 0 (the project's documented convention)."""
+    shape = (*q.shape[:-1], k.shape[-2])
+    mask = reference_mask(valid_lens, shape)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    has_key = lens_per_row(valid_lens, shape)[..., None] > 0
+    return torch.where(has_key, out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_dot_product_explicit_path_matches_sdpa(pattern, ndim):
+    q, k, v = qkv(ndim)
+    valid_lens = lens_of(pattern)
+    attention = DotProductAttention(0.0, keep_weights=True).eval()
+    out = attention(q, k, v, valid_lens)
+    assert_close(out, sdpa_reference(q, k, v, valid_lens))
+    assert attention.attention_weights.shape == scores_shape(ndim)
+    assert_close(attention.attention_weights,
+                 reference_masked_softmax(q @ k.transpose(-2, -1) / 5 ** 0.5, valid_lens))
+
+
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_dot_product_fast_path_equals_explicit_path(pattern, ndim):
+    q, k, v = qkv(ndim)
+    valid_lens = lens_of(pattern)
+    fast = DotProductAttention(0.0, keep_weights=False).eval()
+    explicit = DotProductAttention(0.0, keep_weights=True).eval()
+    assert_close(fast(q, k, v, valid_lens), explicit(q, k, v, valid_lens))
+    assert fast.attention_weights is None
+
+
+@pytest.mark.parametrize("keep_weights", [True, False])
+def test_dot_product_dropout_is_identity_in_eval_mode(keep_weights):
+    q, k, v = qkv(4)
+    valid_lens = lens_of("ragged")
+    with_dropout = DotProductAttention(0.5, keep_weights=keep_weights).eval()
+    without = DotProductAttention(0.0, keep_weights=keep_weights).eval()
+    first = with_dropout(q, k, v, valid_lens)
+    assert_close(first, with_dropout(q, k, v, valid_lens), rtol=0, atol=0)
+    assert_close(first, without(q, k, v, valid_lens))
+    # Sanity check that the dropout is live in training mode.
+    assert not torch.allclose(with_dropout.train()(q, k, v, valid_lens), first)
+
+
+@pytest.mark.parametrize("keep_weights", [True, False])
+def test_dot_product_gradcheck_float64(keep_weights):
+    q = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)  # (B, H, Q, d)
+    k = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)  # (B, H, K, d)
+    v = torch.randn(2, 2, 4, 2, dtype=torch.float64, requires_grad=True)  # (B, H, K, v)
+    attention = DotProductAttention(0.0, keep_weights=keep_weights)
+    for valid_lens in [torch.tensor([4, 2]), torch.tensor([[1, 2, 3], [0, 4, 1]])]:
+        assert gradcheck(lambda q, k, v: attention(q, k, v, valid_lens), (q, k, v))
+
+
+# ---------------------------------------------------------------- AdditiveAttention
+
+def additive_reference(attention: AdditiveAttention, q, k, v, valid_lens):
+    """Naive loop: ``score[b, i, j] = w_v . tanh(W_q q_i + W_k k_j)`` for 3-D inputs."""
+    W_q, W_k = attention.W_q.weight, attention.W_k.weight
+    w_v = attention.w_v.weight[0]
+    scores = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype)
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            for j in range(k.shape[1]):
+                scores[b, i, j] = w_v @ torch.tanh(W_q @ q[b, i] + W_k @ k[b, j])
+    return reference_masked_softmax(scores, valid_lens) @ v
+
+
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_additive_matches_naive_loop(pattern):
+    q, k, v = qkv(3)
+    valid_lens = lens_of(pattern)
+    attention = AdditiveAttention(7, 0.0, key_size=5, query_size=5).eval()
+    out = attention(q, k, v, valid_lens)
+    assert out.shape == (B, Q, 3)
+    assert_close(out, additive_reference(attention, q, k, v, valid_lens))
+    assert attention.attention_weights.shape == (B, Q, K)
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "sized"])
+def test_additive_queries_and_keys_of_different_sizes(lazy):
+    q_size, k_size, v_size, hidden = 4, 9, 2, 6
+    q, k, v = torch.randn(B, Q, q_size), torch.randn(B, K, k_size), torch.randn(B, K, v_size)
+    sizes = {} if lazy else {"key_size": k_size, "query_size": q_size}
+    attention = AdditiveAttention(hidden, 0.0, **sizes).eval()
+    valid_lens = lens_of("ragged")
+    out = attention(q, k, v, valid_lens)
+    assert out.shape == (B, Q, v_size)
+    assert attention.W_q.weight.shape == (hidden, q_size)
+    assert attention.W_k.weight.shape == (hidden, k_size)
+    assert_close(out, additive_reference(attention, q, k, v, valid_lens))
+
+
+@pytest.mark.parametrize("pattern", ["ragged", "per_query_zero"])
+def test_additive_four_d_equals_per_head_calls(pattern):
+    q, k, v = qkv(4)
+    valid_lens = lens_of(pattern)
+    attention = AdditiveAttention(6, 0.0, key_size=5, query_size=5).eval()
+    out = attention(q, k, v, valid_lens)
+    weights = attention.attention_weights
+    assert out.shape == (B, H, Q, 3) and weights.shape == (B, H, Q, K)
+    per_head = [attention(q[:, h], k[:, h], v[:, h], valid_lens) for h in range(H)]
+    assert_close(out, torch.stack(per_head, dim=1))
+
+
+def test_additive_gradcheck_float64():
+    attention = AdditiveAttention(4, 0.0, key_size=3, query_size=2).double()
+    q = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(attention, (q, k, v), torch.tensor([4, 2]))
+    assert gradcheck_module(attention, (q, k, v), torch.tensor([[1, 2, 3], [0, 4, 1]]))
+
+
+# ---------------------------------------------------------------- MultiHeadAttention
+
+D = 16  # num_hiddens for MultiHeadAttention tests (H=2 heads of 8)
+
+
+def reference_mha(ours: MultiHeadAttention) -> nn.MultiheadAttention:
+    """``nn.MultiheadAttention`` holding a copy of ``ours``'s weights."""
+    bias = ours.W_q.bias is not None
+    ref = nn.MultiheadAttention(D, ours.num_heads, dropout=0.0, bias=bias, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([ours.W_q.weight, ours.W_k.weight, ours.W_v.weight]))
+        ref.out_proj.weight.copy_(ours.W_o.weight)
+        if bias:
+            ref.in_proj_bias.copy_(torch.cat([ours.W_q.bias, ours.W_k.bias, ours.W_v.bias]))
+            ref.out_proj.bias.copy_(ours.W_o.bias)
+    return ref.eval()
+
+
+def randomize_biases(module: nn.Module) -> None:
+    """Give every bias a non-zero value so a forgotten bias shows in a comparison."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.normal_()
+
+
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["explicit", "fast"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("pattern", PER_SEQUENCE)
+def test_multihead_dot_matches_nn_multihead_attention(pattern, bias, keep_weights):
+    ours = MultiHeadAttention(D, H, 0.0, bias=bias, scoring="dot").eval()
+    ours.attention.keep_weights = keep_weights
+    randomize_biases(ours)
+    ref = reference_mha(ours)
+    queries, keys, values = torch.randn(B, Q, D), torch.randn(B, K, D), torch.randn(B, K, D)
+    valid_lens = lens_of(pattern)
+    mask = reference_mask(valid_lens, (B, K))  # (B, K), True = attend
+
+    out = ours(queries, keys, values, valid_lens)
+    expected, _ = ref(queries, keys, values, key_padding_mask=~mask, need_weights=False)
+    assert out.shape == (B, Q, D)
+    assert_close(out, expected)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_multihead_dot_self_attention_matches_nn_on_valid_queries(bias):
+    """Self-attention over a padded batch: the valid query positions agree."""
+    ours = MultiHeadAttention(D, H, 0.0, bias=bias, scoring="dot").eval()
+    randomize_biases(ours)
+    ref = reference_mha(ours)
+    X = torch.randn(B, K, D)
+    valid_lens = lens_of("ragged")
+    mask = reference_mask(valid_lens, (B, K))
+    out = ours(X, X, X, valid_lens)
+    expected, _ = ref(X, X, X, key_padding_mask=~mask, need_weights=False)
+    assert_close(out[mask], expected[mask])
+
+
+def multihead_head_loop_reference(mha: MultiHeadAttention, queries, keys, values, valid_lens):
+    """Each head scored by its own call of the scoring module on 3-D inputs."""
+    Dh = D // mha.num_heads
+    q, k, v = mha.W_q(queries), mha.W_k(keys), mha.W_v(values)
+    heads = [mha.attention(q[..., h * Dh:(h + 1) * Dh], k[..., h * Dh:(h + 1) * Dh],
+                           v[..., h * Dh:(h + 1) * Dh], valid_lens)
+             for h in range(mha.num_heads)]
+    return mha.W_o(torch.cat(heads, dim=-1))
+
+
+@pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+@pytest.mark.parametrize("pattern", ["ragged", "per_query_zero"])
+def test_multihead_heads_are_one_batched_call(scoring, pattern):
+    mha = MultiHeadAttention(D, H, 0.0, scoring=scoring).eval()
+    calls = []
+    mha.attention.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    queries, keys, values = torch.randn(B, Q, D), torch.randn(B, K, D), torch.randn(B, K, D)
+    valid_lens = lens_of(pattern)
+
+    out = mha(queries, keys, values, valid_lens)
+    assert out.shape == (B, Q, D)
+    assert calls == [(B, H, Q, D // H)]  # one call, all heads at once
+    assert mha.attention.attention_weights.shape == (B, H, Q, K)
+    calls.clear()
+    assert_close(out, multihead_head_loop_reference(mha, queries, keys, values, valid_lens))
+
+
+@pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+def test_multihead_gradcheck_float64(scoring):
+    mha = MultiHeadAttention(4, 2, 0.0, bias=True, scoring=scoring).double()
+    queries = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(mha, (queries, keys, values), torch.tensor([4, 2]))
+    assert gradcheck_module(mha, (queries, keys, values), torch.tensor([[1, 2, 3], [0, 4, 1]]))
+
+
+def gradcheck_module(module: nn.Module, inputs, valid_lens) -> bool:
+    """gradcheck with respect to the inputs and every parameter of ``module``."""
+    names = [name for name, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for _, p in module.named_parameters()]
+
+    def f(*args):
+        state = dict(zip(names, args[len(inputs):]))
+        return torch.func.functional_call(module, state, (*args[:len(inputs)], valid_lens))
+
+    return gradcheck(f, (*inputs, *params))
+
+
+# ---------------------------------------------------------------- invariances
+
+def padded_key_positions(valid_lens: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` True at keys no query of the sequence may attend to."""
+    longest = valid_lens if valid_lens.dim() == 1 else valid_lens.max(dim=1).values
+    return torch.arange(K) >= longest[:, None]
+
+
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["explicit", "fast"])
+@pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+@pytest.mark.parametrize("pattern", ["ragged", "zero", "per_query", "per_query_zero"])
+def test_padded_keys_and_values_change_nothing(pattern, scoring, keep_weights):
+    mha = MultiHeadAttention(D, H, 0.0, bias=True, scoring=scoring).eval()
+    mha.attention.keep_weights = keep_weights
+    queries, keys, values = torch.randn(B, Q, D), torch.randn(B, K, D), torch.randn(B, K, D)
+    valid_lens = lens_of(pattern)
+    padded = padded_key_positions(valid_lens)
+    assert padded.any()
+
+    other_keys, other_values = keys.clone(), values.clone()
+    other_keys[padded] = 100 * torch.randn(int(padded.sum()), D)
+    other_values[padded] = 100 * torch.randn(int(padded.sum()), D)
+    assert_close(mha(queries, other_keys, other_values, valid_lens),
+                 mha(queries, keys, values, valid_lens))
+
+
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["explicit", "fast"])
+@pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+def test_causal_self_attention_does_not_look_ahead(scoring, keep_weights):
+    mha = MultiHeadAttention(D, H, 0.0, scoring=scoring).eval()
+    mha.attention.keep_weights = keep_weights
+    T = 5
+    X = torch.randn(B, T, D)
+    valid_lens = causal_valid_lens(B, T)
+    out = mha(X, X, X, valid_lens)
+    for t in range(T):
+        changed = X.clone()
+        changed[:, t] = torch.randn(B, D)
+        other = mha(changed, changed, changed, valid_lens)
+        assert_close(other[:, :t], out[:, :t])
+        assert not torch.allclose(other[:, t], out[:, t])  # the check can fail
+
+
+# ---------------------------------------------------------------- errors
+
+def test_multihead_rejects_indivisible_heads_and_unknown_scoring():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(10, 3, 0.0)
+    with pytest.raises(ValueError, match="scoring"):
+        MultiHeadAttention(D, H, 0.0, scoring="cosine")

@@ -1,0 +1,387 @@
+"""Tests of the data stages: corpus reading, SentencePiece, token-budget batching,
+and the data module's on-disk cache.
+
+References are the raw corpus files read with ``gzip``/``open``, SentencePiece's
+own processor, and counts recomputed here from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import pickle
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+
+import data.datamodule as datamodule_mod
+from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
+from data.corpus import CorpusError, load_parallel_corpus
+from data.datamodule import TranslationDataModule
+from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, train_tokenizer
+
+
+# ---------------------------------------------------------------- helpers
+def read_raw(directory: Path, split: str, lang: str) -> list[str]:
+    """Lines of ``{split}.{lang}[.gz]`` without their line breaks (the reference)."""
+    plain = directory / f"{split}.{lang}"
+    if plain.is_file():
+        with open(plain, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    with gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def train_sentences(multi30k_small) -> list[str]:
+    """Training sentences of both languages, as the data module trains on them."""
+    return read_raw(multi30k_small, "train", "en") + read_raw(multi30k_small, "train", "de")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(train_sentences) -> Tokenizer:
+    return train_tokenizer(train_sentences, vocab_size=400)
+
+
+# ----------------------------------------------------------------- corpus
+@pytest.mark.parametrize("split", ["train", "val", "test_2016_flickr"])
+def test_corpus_rows_equal_raw_lines(multi30k_small, tmp_path, split):
+    """Gzipped (train, val) and plain (test) files read line for line."""
+    corpus = load_parallel_corpus(multi30k_small, "en", "de", [split],
+                                  cache_dir=str(tmp_path / "hf"))
+    assert list(corpus.keys()) == [split]
+    assert corpus[split]["src"] == read_raw(multi30k_small, split, "en")
+    assert corpus[split]["tgt"] == read_raw(multi30k_small, split, "de")
+
+
+def test_corpus_split_mapping(multi30k_small, tmp_path):
+    """``{our_name: corpus_name}`` renames the splits of the result."""
+    corpus = load_parallel_corpus(multi30k_small, "en", "de",
+                                  {"test": "test_2016_flickr", "valid": "val"},
+                                  cache_dir=str(tmp_path / "hf"))
+    assert sorted(corpus.keys()) == ["test", "valid"]
+    assert corpus["test"]["tgt"] == read_raw(multi30k_small, "test_2016_flickr", "de")
+    assert corpus["valid"]["src"] == read_raw(multi30k_small, "val", "en")
+
+
+def test_corpus_line_count_mismatch(tmp_path):
+    write_lines(tmp_path / "train.en", ["a", "b", "c"])
+    write_lines(tmp_path / "train.de", ["x", "y"])
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus(tmp_path, "en", "de", ["train"], cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    assert str(tmp_path / "train.en") in message and str(tmp_path / "train.de") in message
+    assert "3" in message and "2" in message
+
+
+def test_corpus_drops_empty_pairs_and_logs(tmp_path, caplog):
+    src = ["a cat", "", "a dog", "   ", "a bird", "a fish"]
+    tgt = ["eine Katze", "ein Nichts", "", "\t", "ein Vogel", "ein Fisch"]
+    write_lines(tmp_path / "train.en", src)
+    write_lines(tmp_path / "train.de", tgt)
+    keep = [i for i in range(len(src)) if src[i].strip() and tgt[i].strip()]
+    with caplog.at_level(logging.WARNING, logger="data.corpus"):
+        corpus = load_parallel_corpus(tmp_path, "en", "de", ["train"],
+                                      cache_dir=str(tmp_path / "hf"))
+    assert corpus["train"]["src"] == [src[i] for i in keep]
+    assert corpus["train"]["tgt"] == [tgt[i] for i in keep]
+    dropped = len(src) - len(keep)
+    messages = [r.getMessage() for r in caplog.records if r.name == "data.corpus"]
+    assert any(f"dropped {dropped} of {len(src)}" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("missing", ["train.de", "train.en"])
+def test_corpus_missing_file_lists_found(tmp_path, missing):
+    for name in ("train.en", "train.de", "val.en"):
+        if name != missing:
+            write_lines(tmp_path / name, ["hello"])
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus(tmp_path, "en", "de", ["train"], cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    assert missing in message
+    for present in {"train.en", "train.de", "val.en"} - {missing}:
+        assert present in message
+
+
+def test_corpus_missing_split_lists_found(tmp_path):
+    write_lines(tmp_path / "train.en", ["hello"])
+    write_lines(tmp_path / "train.de", ["hallo"])
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus(tmp_path, "en", "de", ["valid"], cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    assert "'valid'" in message and "train.en" in message and "train.de" in message
+
+
+def test_corpus_hub_unreachable(tmp_path, monkeypatch):
+    """A hub id with the hub unreachable (offline mode) names the local-directory form."""
+    import datasets
+    import huggingface_hub.constants
+
+    # The libraries read the variables at import time: set both the variables
+    # and the flags they were turned into, so no request leaves this process.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)  # so the id cannot be mistaken for a local folder
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus("nobody-here/no-such-parallel-corpus", "en", "de", ["train"],
+                             cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    assert "nobody-here/no-such-parallel-corpus" in message
+    assert "local directory" in message and "{split}.{lang}[.gz]" in message
+    assert isinstance(info.value.__cause__, (ConnectionError, OSError))
+
+
+# -------------------------------------------------------------- tokenizer
+def test_tokenizer_special_ids_and_size(tokenizer):
+    assert tokenizer.vocab_size == 400
+    sp = tokenizer.sp
+    assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
+    assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id) == (0, 1, 2, 3)
+    assert tokenizer.pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def test_tokenizer_round_trip(tokenizer, train_sentences):
+    # SentencePiece collapses runs of whitespace; compare on normally spaced sentences.
+    plain = [s for s in train_sentences if s == " ".join(s.split())]
+    assert len(plain) > 0.9 * len(train_sentences)
+    ids = tokenizer.encode(plain)
+    assert all(PAD_ID not in seq and BOS_ID not in seq and EOS_ID not in seq for seq in ids)
+    assert tokenizer.decode(ids) == plain
+
+
+def test_tokenizer_decode_cuts_at_eos_and_drops_specials(tokenizer, train_sentences):
+    first, second = tokenizer.encode(train_sentences[:2])
+    seqs = [[BOS_ID] + first + [EOS_ID] + second + [PAD_ID, PAD_ID],
+            first[:2] + [PAD_ID, BOS_ID] + first[2:] + [EOS_ID, EOS_ID, PAD_ID],
+            [EOS_ID] + first,
+            first]
+    expected = [tokenizer.sp.decode(first)] * 2 + [""] + [tokenizer.sp.decode(first)]
+    assert tokenizer.decode(seqs) == expected
+
+
+def test_tokenizer_pickles(tokenizer, train_sentences, tmp_path):
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    assert clone.model_proto == tokenizer.model_proto
+    assert clone.encode(train_sentences[:20]) == tokenizer.encode(train_sentences[:20])
+    tokenizer.save(str(tmp_path / "spm.model"))
+    loaded = Tokenizer.load(str(tmp_path / "spm.model"))
+    assert loaded.encode(train_sentences[:20]) == tokenizer.encode(train_sentences[:20])
+
+
+def test_tokenizer_vocab_too_large(train_sentences):
+    with pytest.raises(ValueError, match="data.vocab_size"):
+        train_tokenizer(train_sentences, vocab_size=100_000)
+
+
+def test_tokenizer_rejects_other_special_ids(train_sentences):
+    model = io.BytesIO()
+    # SentencePiece's defaults: unk 0, bos 1, eos 2, no pad.
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(train_sentences), model_writer=model,
+                                   vocab_size=300, minloglevel=2, num_threads=1)
+    with pytest.raises(ValueError, match="pad/unk/bos/eos"):
+        Tokenizer(model.getvalue())
+
+
+# --------------------------------------------------------------- batching
+def random_lens(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 40, size=n), rng.integers(1, 40, size=n)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("max_tokens", [40, 100, 1000])
+def test_sampler_covers_every_index_within_budget(shuffle, max_tokens):
+    src_lens, tgt_lens = random_lens(500)
+    lens = np.maximum(src_lens, tgt_lens)
+    sampler = TokenBudgetBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=shuffle, seed=3)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(500))
+        for batch in batches:
+            assert len(batch) * lens[batch].max() <= max_tokens
+
+
+def test_sampler_seed_and_epoch():
+    src_lens, tgt_lens = random_lens(300)
+    a = TokenBudgetBatchSampler(src_lens, tgt_lens, 200, shuffle=True, seed=5)
+    b = TokenBudgetBatchSampler(src_lens, tgt_lens, 200, shuffle=True, seed=5)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b)
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+def test_sampler_without_shuffle_is_sorted_and_fixed():
+    src_lens, tgt_lens = random_lens(300)
+    lens = np.maximum(src_lens, tgt_lens)
+    sampler = TokenBudgetBatchSampler(src_lens, tgt_lens, 200, shuffle=False, seed=5)
+    first = list(sampler)
+    sampler.set_epoch(7)
+    assert list(sampler) == first
+    assert list(TokenBudgetBatchSampler(src_lens, tgt_lens, 200, shuffle=False, seed=9)) == first
+    flat = [i for b in first for i in b]
+    assert flat == np.argsort(lens, kind="stable").tolist()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sampler_replicas_cover_all_indices(shuffle):
+    src_lens, tgt_lens = random_lens(301)
+    single = TokenBudgetBatchSampler(src_lens, tgt_lens, 150, shuffle=shuffle, seed=1)
+    ranks = [TokenBudgetBatchSampler(src_lens, tgt_lens, 150, shuffle=shuffle, seed=1,
+                                     num_replicas=2, rank=r) for r in range(2)]
+    per_rank = [list(r) for r in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == -(-len(single) // 2)
+    covered = {i for batches in per_rank for b in batches for i in b}
+    assert covered == set(range(301))
+    # Together the ranks hold the single-process batches (plus padding repeats).
+    together = sorted(map(tuple, per_rank[0] + per_rank[1]))
+    assert set(together) == set(map(tuple, single))
+
+
+def test_sampler_budget_smaller_than_longest():
+    with pytest.raises(ValueError, match="max_tokens=10.*longest pair.*12"):
+        TokenBudgetBatchSampler(np.array([3, 12, 5]), np.array([4, 2, 11]), 10)
+
+
+def test_collate_batch():
+    rng = np.random.default_rng(0)
+    src = [rng.integers(4, 50, size=n).astype(np.int32) for n in (3, 7, 1, 5)]
+    tgt = [rng.integers(4, 50, size=n).astype(np.int32) for n in (6, 2, 4, 1)]
+    items = [ParallelDataset(src, tgt)[i] for i in (2, 0, 3, 1)]
+    batch = collate_batch(items)
+    assert batch["index"].tolist() == [2, 0, 3, 1]
+    order = [2, 0, 3, 1]
+    assert batch["src_valid_len"].tolist() == [len(src[i]) for i in order]
+    assert batch["tgt_valid_len"].tolist() == [len(tgt[i]) + 1 for i in order]
+    assert batch["src"].shape == (4, 7) and batch["tgt_in"].shape == batch["labels"].shape == (4, 7)
+    for row, i in enumerate(order):
+        s, t = src[i].tolist(), tgt[i].tolist()
+        n = len(t) + 1
+        assert batch["src"][row, :len(s)].tolist() == s
+        assert (batch["src"][row, len(s):] == PAD_ID).all()
+        assert batch["tgt_in"][row, :n].tolist() == [BOS_ID] + t
+        assert batch["labels"][row, :n].tolist() == t + [EOS_ID]
+        assert (batch["tgt_in"][row, n:] == PAD_ID).all()
+        assert (batch["labels"][row, n:] == PAD_ID).all()
+    # labels are tgt_in shifted by one on the valid positions.
+    valid = torch.arange(7)[None, :-1] < (batch["tgt_valid_len"][:, None] - 1)
+    assert torch.equal(batch["labels"][:, :-1][valid], batch["tgt_in"][:, 1:][valid])
+
+
+def test_collate_source_only():
+    src = [np.array([5, 6, EOS_ID]), np.array([7, EOS_ID])]
+    batch = collate_batch([ParallelDataset(src)[i] for i in range(2)])
+    assert set(batch) == {"src", "src_valid_len", "index"}
+    assert batch["src"].tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
+
+
+# ------------------------------------------------------------- datamodule
+def make_datamodule(source, cache_dir, **kwargs) -> TranslationDataModule:
+    return TranslationDataModule(source=str(source), vocab_size=kwargs.pop("vocab_size", 400),
+                                 cache_dir=str(cache_dir), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dm_cache")
+
+
+@pytest.fixture(scope="module")
+def datamodule(multi30k_small, cache_dir) -> TranslationDataModule:
+    dm = make_datamodule(multi30k_small, cache_dir)
+    dm.setup("fit")
+    return dm
+
+
+def test_datamodule_setup(datamodule, multi30k_small):
+    dm = datamodule
+    assert set(dm.datasets) == {"train", "valid", "test"}
+    assert dm.tokenizer.vocab_size == 400
+    for name, split, n in (("train", "train", 400), ("valid", "val", 60),
+                           ("test", "test_2016_flickr", 50)):
+        src_raw = read_raw(multi30k_small, split, "en")
+        tgt_raw = read_raw(multi30k_small, split, "de")
+        ds = dm.datasets[name]
+        assert len(ds) == n
+        expected_src = [ids + [EOS_ID] for ids in dm.tokenizer.encode(src_raw)]
+        assert [s.tolist() for s in ds.src] == expected_src
+        assert [t.tolist() for t in ds.tgt] == dm.tokenizer.encode(tgt_raw)
+        if name != "train":
+            assert dm.references[name] == tgt_raw
+            assert dm.sources[name] == src_raw
+
+
+def test_datamodule_dataloader(datamodule):
+    seen = []
+    for batch in datamodule.train_dataloader():
+        assert batch["src"].shape[0] * max(batch["src"].shape[1], batch["labels"].shape[1]) \
+            <= datamodule.max_tokens
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(len(datamodule.datasets["train"])))
+
+
+def test_datamodule_reads_cache_without_retokenizing(datamodule, multi30k_small, cache_dir,
+                                                     monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the tokenizer was retrained instead of read from the cache")
+
+    monkeypatch.setattr(datamodule_mod, "train_tokenizer", no_training)
+    again = make_datamodule(multi30k_small, cache_dir)
+    assert again.cache_path == datamodule.cache_path
+    again.setup("fit")
+    assert again.tokenizer.model_proto == datamodule.tokenizer.model_proto
+    for name in ("train", "valid", "test"):
+        for a, b in ((again.datasets[name].src, datamodule.datasets[name].src),
+                     (again.datasets[name].tgt, datamodule.datasets[name].tgt)):
+            assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert again.references == datamodule.references
+
+
+def test_datamodule_cache_key_depends_on_vocab(datamodule, multi30k_small, cache_dir):
+    other = make_datamodule(multi30k_small, cache_dir, vocab_size=300)
+    assert other.cache_path != datamodule.cache_path
+    assert other.cache_path.parent == datamodule.cache_path.parent
+
+
+def test_datamodule_drops_long_training_pairs(datamodule, multi30k_small, cache_dir, caplog):
+    max_len = 20
+    tok = datamodule.tokenizer  # same corpus and vocabulary -> same SentencePiece model
+    src = tok.encode(read_raw(multi30k_small, "train", "en"))
+    tgt = tok.encode(read_raw(multi30k_small, "train", "de"))
+    keep = [i for i in range(len(src)) if len(src[i]) + 1 <= max_len and len(tgt[i]) + 1 <= max_len]
+    assert 0 < len(keep) < len(src)
+
+    dm = make_datamodule(multi30k_small, cache_dir, max_len=max_len)
+    with caplog.at_level(logging.WARNING, logger="data.datamodule"):
+        dm.setup("fit")
+    assert dm.tokenizer.model_proto == tok.model_proto
+    assert [s.tolist() for s in dm.datasets["train"].src] == [src[i] + [EOS_ID] for i in keep]
+    messages = [r.getMessage() for r in caplog.records if r.name == "data.datamodule"]
+    assert any(f"dropped {len(src) - len(keep)} of {len(src)}" in m and f"max_len={max_len}" in m
+               for m in messages), messages
+    # Evaluation splits keep every pair, sources truncated to max_len (EOS kept last).
+    valid = dm.datasets["valid"]
+    assert len(valid) == 60
+    assert all(len(s) <= max_len and s[-1] == EOS_ID for s in valid.src)
+    assert all(len(t) + 1 <= max_len for t in valid.tgt)

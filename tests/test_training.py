@@ -1,0 +1,433 @@
+"""Tests of the training stage: schedule, loss, CLI configs, and a tiny end-to-end run
+(train -> checkpoint -> evaluate.py -> translate.py).
+
+References: the schedule's formula, a hand-written label-smoothed cross-entropy,
+sacreBLEU recomputed here, raw corpus files, and :func:`training.evaluation.translate`
+as the reference for what training's validation and the scripts produce.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import sacrebleu
+import torch
+import torch.nn.functional as F
+import yaml
+
+from torch.utils.data import DataLoader, TensorDataset
+
+from data.batching import ParallelDataset, collate_batch
+from data.datamodule import TranslationDataModule
+from data.tokenizer import EOS_ID, PAD_ID
+from model.config import TransformerConfig
+from training.checkpoint import CheckpointError, load_translator
+from training.evaluation import corpus_scores, translate
+from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def load_script(name: str):
+    """Import ``scripts/{name}.py`` as a module (the scripts folder is no package)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_raw(directory: Path, split: str, lang: str) -> list[str]:
+    plain = directory / f"{split}.{lang}"
+    opener = open(plain, encoding="utf-8") if plain.is_file() else \
+        gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8")
+    with opener as f:
+        return [line.rstrip("\n") for line in f]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models only: one intra-op thread (several threads spin-wait on a busy
+    2-core machine and make decoding many times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------- schedule
+@pytest.mark.parametrize("warmup", [1, 4, 10, 300])
+def test_inverse_sqrt_schedule(warmup):
+    steps = range(3 * warmup + 5)
+    values = [inverse_sqrt_schedule(s, warmup) for s in steps]
+    for s, v in zip(steps, values):
+        n = s + 1  # the multiplier of update s
+        expected = n / warmup if n <= warmup else math.sqrt(warmup / n)
+        assert v == pytest.approx(expected, rel=1e-12)
+    assert values[warmup - 1] == pytest.approx(1.0)
+    assert max(values) == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(values[:warmup - 1], values[1:warmup]))  # linear warmup
+    assert all(a > b for a, b in zip(values[warmup - 1:], values[warmup:]))  # then decay
+
+
+def test_optimizer_follows_schedule():
+    module = TranslationModule(TransformerConfig(vocab_size=20, num_hiddens=8, ffn_num_hiddens=16,
+                                                 num_heads=2, num_enc_blks=1, num_dec_blks=1),
+                               lr=0.5, warmup_steps=4)
+    opt = module.configure_optimizers()
+    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    assert opt["lr_scheduler"]["interval"] == "step"
+    for step in range(12):
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(0.5 * inverse_sqrt_schedule(step, 4))
+        optimizer.step()
+        scheduler.step()
+
+
+# ------------------------------------------------------------------- loss
+def tiny_batch(vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    src = [rng.integers(4, vocab_size, size=n).tolist() + [EOS_ID] for n in (5, 2, 8, 3)]
+    tgt = [rng.integers(4, vocab_size, size=n) for n in (4, 7, 1, 6)]
+    ds = ParallelDataset([np.asarray(s) for s in src], tgt)
+    return collate_batch([ds[i] for i in range(len(ds))])
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 0.3])
+def test_loss_matches_reference(label_smoothing):
+    vocab = 37
+    module = TranslationModule(TransformerConfig(vocab_size=vocab, num_hiddens=16,
+                                                 ffn_num_hiddens=32, num_heads=2, num_enc_blks=1,
+                                                 num_dec_blks=1, max_len=32),
+                               label_smoothing=label_smoothing).eval()
+    batch = tiny_batch(vocab)
+    with torch.no_grad():
+        loss, num_tokens = module.loss(batch)
+        logits = module.model(batch["src"], batch["src_valid_len"], batch["tgt_in"])  # (B, T, V)
+
+    real = batch["labels"] != PAD_ID  # (B, T)
+    assert int(num_tokens) == int(real.sum())
+    # Hand-written label smoothing over the real target tokens only, in float64:
+    # (1 - eps) * NLL + eps * mean over the vocabulary of -log p.
+    logp = torch.log_softmax(logits.double(), dim=-1)[real]  # (N, V)
+    labels = batch["labels"][real]  # (N,)
+    nll = -logp.gather(1, labels[:, None]).squeeze(1)
+    smooth = -logp.mean(dim=-1)
+    reference = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    # ... and F.cross_entropy on the selected tokens (no ignore_index needed).
+    reference_ce = F.cross_entropy(logits[real].double(), labels, label_smoothing=label_smoothing)
+    assert loss.item() == pytest.approx(reference_ce.item(), rel=1e-5)
+
+
+def test_loss_ignores_padding_logits():
+    """Changing the labels' padded positions' inputs changes nothing of the loss."""
+    vocab = 37
+    module = TranslationModule(TransformerConfig(vocab_size=vocab, num_hiddens=16,
+                                                 ffn_num_hiddens=32, num_heads=2, num_enc_blks=1,
+                                                 num_dec_blks=1, max_len=32)).eval()
+    batch = tiny_batch(vocab)
+    with torch.no_grad():
+        loss, _ = module.loss(batch)
+        padded = batch["tgt_in"] == PAD_ID
+        other = dict(batch, tgt_in=batch["tgt_in"].masked_fill(padded, 5))
+        loss_other, _ = module.loss(other)
+    assert loss_other.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+# ------------------------------------------------------------- configs/CLI
+@pytest.fixture(scope="module")
+def train_script():
+    return load_script("train")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_config_parses(config, train_script, tmp_path, monkeypatch):
+    """Every shipped config builds its trainer, model and data module (nothing runs)."""
+    monkeypatch.chdir(tmp_path)  # relative output folders of the config land here
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    raw = yaml.safe_load(config.read_text())
+    args = ["--config", str(config)]
+    if raw["trainer"].get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        # A GPU recipe on a machine without one: build it on the CPU, all else as written.
+        args += ["--trainer.accelerator=cpu"]
+    cli = train_script.TranslationCLI(TranslationModule, TranslationDataModule,
+                                      args=args, run=False)
+    assert isinstance(cli.model, TranslationModule)
+    assert isinstance(cli.datamodule, TranslationDataModule)
+    # data.vocab_size is linked into the model.
+    assert cli.model.config.vocab_size == cli.datamodule.vocab_size == raw["data"]["vocab_size"]
+    for key, value in raw["model"].get("config", {}).items():
+        assert getattr(cli.model.config, key) == value, key
+    for key, value in raw.get("data", {}).items():
+        assert getattr(cli.datamodule.hparams, key) == value, key
+    assert cli.trainer.max_epochs == raw["trainer"]["max_epochs"]
+
+
+class _FallingBleu(L.LightningModule):
+    """A linear layer whose logged ``val_bleu`` gets worse every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_bleu", 10.0 - self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_config_checkpoints_best_and_last(config, tmp_path):
+    """The shipped checkpoint callbacks keep best.ckpt (highest val_bleu) and
+    last.ckpt (the final weights), also when the last epochs do not improve."""
+    raw = yaml.safe_load(config.read_text())
+    root = raw["trainer"]["default_root_dir"]
+    callbacks = []
+    for entry in raw["trainer"]["callbacks"]:
+        module_name, class_name = entry["class_path"].rsplit(".", 1)
+        args = dict(entry.get("init_args", {}))
+        if "dirpath" in args:
+            args["dirpath"] = args["dirpath"].replace(root, str(tmp_path), 1)
+        callbacks.append(getattr(importlib.import_module(module_name), class_name)(**args))
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    model = _FallingBleu()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, callbacks=callbacks,
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0,
+                        log_every_n_steps=1, default_root_dir=tmp_path)
+    trainer.fit(model, loader, loader)
+    ckpt_dir = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+    best = torch.load(ckpt_dir / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2 and last["global_step"] == trainer.global_step
+    assert torch.equal(last["state_dict"]["layer.weight"], model.layer.weight.detach())
+
+
+# ---------------------------------------------------------- end to end run
+CPU_CONFIG = REPO / "configs" / "multi30k_cpu.yaml"
+EPOCHS = 4
+TINY = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
+        "num_enc_blks": 1, "num_dec_blks": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(multi30k_small, tmp_path_factory, train_script):
+    """Train a tiny model once on the 400-pair corpus with the CPU recipe; share its outputs.
+
+    Only sizes, lengths and output folders are overridden: the callbacks are the
+    shipped ones with their ``dirpath`` moved under the temp folder (jsonargparse
+    cannot override one list entry from the command line, so a second YAML
+    file redefines the whole list).
+    """
+    tmp = tmp_path_factory.mktemp("e2e")
+    run_dir = tmp / "run"
+    shipped = yaml.safe_load(CPU_CONFIG.read_text())
+    root = shipped["trainer"]["default_root_dir"]
+    callbacks = []
+    for callback in shipped["trainer"]["callbacks"]:
+        callback = json.loads(json.dumps(callback))
+        args = callback.get("init_args", {})
+        if "dirpath" in args:
+            args["dirpath"] = args["dirpath"].replace(root, str(run_dir), 1)
+            assert args["dirpath"].startswith(str(run_dir)), args
+        callbacks.append(callback)
+    override = {
+        "trainer": {
+            "default_root_dir": str(run_dir),
+            "max_epochs": EPOCHS,
+            "check_val_every_n_epoch": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            # fp32 so validation's decoding and translate() compute the same numbers.
+            "precision": "32-true",
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(run_dir)}},
+            "callbacks": callbacks,
+        },
+        "model": {"config": TINY, "warmup_steps": 10, "lr": 0.003},
+        "data": {"source": str(multi30k_small), "cache_dir": str(tmp / "cache"),
+                 "vocab_size": 400, "max_tokens": 1024},
+    }
+    override_path = tmp / "override.yaml"
+    override_path.write_text(yaml.safe_dump(override))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setattr(sys, "argv", ["train.py"])
+        cli = train_script.main(["fit", "--config", str(CPU_CONFIG),
+                                 "--config", str(override_path)])
+    metrics_files = list(run_dir.glob("lightning_logs/version_*/metrics.csv"))
+    assert len(metrics_files) == 1, metrics_files
+    with open(metrics_files[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"cli": cli, "tmp": tmp, "run_dir": run_dir, "ckpt_dir": run_dir / "checkpoints",
+            "rows": rows, "data": multi30k_small}
+
+
+def logged(rows: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+@pytest.mark.slow
+def test_training_run_outputs(trained):
+    cli, rows = trained["cli"], trained["rows"]
+    assert cli.trainer.current_epoch == EPOCHS
+    assert cli.model.config.vocab_size == 400
+    assert all(getattr(cli.model.config, k) == v for k, v in TINY.items())
+    losses = logged(rows, "train_loss")
+    assert len(losses) >= 30
+    k = len(losses) // 5
+    assert np.mean(losses[-k:]) < np.mean(losses[:k]) - 0.5, losses
+    assert len(logged(rows, "val_bleu")) == EPOCHS  # one per epoch
+    assert len(logged(rows, "val_loss")) == EPOCHS
+    assert sorted(p.name for p in trained["ckpt_dir"].iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.slow
+def test_checkpoint_contents(trained):
+    ckpt = torch.load(trained["ckpt_dir"] / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["format"] == CHECKPOINT_FORMAT
+    assert ckpt["tokenizer_model"] == trained["cli"].datamodule.tokenizer.model_proto
+    assert ckpt["hyper_parameters"]["config"]["vocab_size"] == 400
+    assert ckpt["datamodule_hyper_parameters"]["source"] == str(trained["data"])
+    assert ckpt["global_step"] == trained["cli"].trainer.global_step
+    # best.ckpt is the epoch of the (first) highest validation BLEU.
+    best = torch.load(trained["ckpt_dir"] / "best.ckpt", map_location="cpu", weights_only=True)
+    bleus = logged(trained["rows"], "val_bleu")
+    assert best["epoch"] == int(np.argmax(bleus))
+    assert best["format"] == CHECKPOINT_FORMAT and "tokenizer_model" in best
+
+
+@pytest.mark.slow
+def test_load_translator(trained):
+    translator = load_translator(trained["ckpt_dir"] / "last.ckpt")
+    trained_model = trained["cli"].model.model
+    assert not translator.model.training
+    assert translator.tokenizer.model_proto == trained["cli"].datamodule.tokenizer.model_proto
+    assert translator.hparams["max_len_a"] == trained["cli"].model.hparams.max_len_a
+    assert translator.data_hparams["tgt_lang"] == "de"
+    # last.ckpt holds the weights training ended with.
+    ours, theirs = translator.model.state_dict(), trained_model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k].cpu())] == []
+    best = load_translator(trained["ckpt_dir"] / "best.ckpt")
+    assert best.model.config == translator.model.config
+
+
+@pytest.mark.slow
+def test_validation_matches_translate(trained):
+    """The last validation's hypotheses and BLEU equal translate() on last.ckpt."""
+    cli, rows = trained["cli"], trained["rows"]
+    translator = load_translator(trained["ckpt_dir"] / "last.ckpt")
+    sources = read_raw(trained["data"], "val", "en")
+    references = read_raw(trained["data"], "val", "de")
+    hyps = translate(translator.model, translator.tokenizer, sources,
+                     translator.model.config.max_len,
+                     max_len_a=translator.hparams["max_len_a"],
+                     max_len_b=translator.hparams["max_len_b"])
+    val_hyps = cli.model._val_hyps  # hypotheses of the last validation epoch, by index
+    assert [val_hyps[i] for i in range(len(sources))] == hyps
+    bleu = sacrebleu.corpus_bleu(hyps, [references]).score
+    assert logged(rows, "val_bleu")[-1] == pytest.approx(bleu, rel=1e-5, abs=1e-5)
+    chrf = sacrebleu.corpus_chrf(hyps, [references]).score
+    assert logged(rows, "val_chrf")[-1] == pytest.approx(chrf, rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_evaluate_script(trained, tmp_path, monkeypatch):
+    import datasets
+
+    # evaluate.py reads with datasets' default cache; keep it inside tmp_path.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    evaluate = load_script("evaluate")
+    out = tmp_path / "eval"
+    scores = evaluate.main(["--ckpt", str(trained["ckpt_dir"] / "best.ckpt"),
+                            "--split", "test_2016_flickr", "--data", str(trained["data"]),
+                            "--out", str(out), "--device", "cpu"])
+    hyps = (out / "test_2016_flickr.de.hyp").read_text(encoding="utf-8").split("\n")
+    assert hyps[-1] == ""  # the file ends with a newline
+    hyps = hyps[:-1]
+    assert len(hyps) == 50
+    references = read_raw(trained["data"], "test_2016_flickr", "de")
+    metrics = json.loads((out / "test_2016_flickr.metrics.json").read_text())
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [references]).score)
+    assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [references]).score)
+    assert metrics["num_sentences"] == 50 and metrics["split"] == "test_2016_flickr"
+    assert scores == metrics
+    assert corpus_scores(hyps, references)["bleu_signature"] == metrics["bleu_signature"]
+
+
+@pytest.mark.slow
+def test_translate_script_keeps_lines(trained):
+    ckpt = trained["ckpt_dir"] / "last.ckpt"
+    lines = ["A man rides a bike.", "", "Two dogs play in the snow.", "   ",
+             "A woman is reading a book on a bench.", ""]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "translate.py"), "--ckpt", str(ckpt),
+         "--device", "cpu", "--batch-size", "4"],
+        input="".join(line + "\n" for line in lines), capture_output=True, text=True,
+        timeout=120, cwd=trained["tmp"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.split("\n")
+    assert outputs[-1] == ""
+    outputs = outputs[:-1]
+    assert len(outputs) == len(lines)
+    translator = load_translator(ckpt)
+    for batch_start in (0, 4):  # --batch-size 4: two chunks, translated separately
+        chunk = lines[batch_start: batch_start + 4]
+        nonempty = [line for line in chunk if line.strip()]
+        expected = iter(translate(translator.model, translator.tokenizer, nonempty,
+                                  translator.model.config.max_len,
+                                  max_len_a=translator.hparams["max_len_a"],
+                                  max_len_b=translator.hparams["max_len_b"]))
+        for line, out in zip(chunk, outputs[batch_start: batch_start + 4]):
+            assert out == (next(expected) if line.strip() else "")
+
+
+# --------------------------------------------------------- checkpoint errors
+def test_load_translator_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_translator(tmp_path / "nope.ckpt")
+
+
+def test_load_translator_not_a_checkpoint(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"a": 1}, path)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
+        load_translator(path)
+    text = tmp_path / "text.ckpt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_translator(text)
+
+
+@pytest.mark.slow
+def test_load_translator_inconsistent(trained, tmp_path):
+    ckpt = torch.load(trained["ckpt_dir"] / "last.ckpt", map_location="cpu", weights_only=True)
+    no_tokenizer = {k: v for k, v in ckpt.items() if k != "tokenizer_model"}
+    torch.save(no_tokenizer, tmp_path / "no_tok.ckpt")
+    with pytest.raises(CheckpointError, match="no SentencePiece model"):
+        load_translator(tmp_path / "no_tok.ckpt")
+    ckpt["hyper_parameters"]["config"]["vocab_size"] = 401
+    torch.save(ckpt, tmp_path / "mismatch.ckpt")
+    with pytest.raises(CheckpointError, match="400 pieces.*vocab_size=401"):
+        load_translator(tmp_path / "mismatch.ckpt")

@@ -1,0 +1,1 @@
+"""Training (Lightning), evaluation and checkpoint loading."""

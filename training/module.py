@@ -1,0 +1,174 @@
+"""Stage 4: the ``LightningModule`` that trains a :class:`model.Transformer`.
+
+It owns what the network does not: the label-smoothed loss, Adam with
+warmup + inverse-square-root decay, validation BLEU, and the self-contained
+checkpoint (model config and SentencePiece model inside).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, replace
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from data.tokenizer import PAD_ID, Tokenizer
+from model.config import TransformerConfig
+from model.transformer import Transformer
+
+from .evaluation import corpus_scores, decode_batch
+
+__all__ = ["TranslationModule", "inverse_sqrt_schedule", "CHECKPOINT_FORMAT"]
+
+#: Marker written into every checkpoint of this project.
+CHECKPOINT_FORMAT = "attention-nmt/1"
+
+
+def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warmup to 1, then ``sqrt(warmup / step)``.
+
+    ``step`` counts optimizer updates from 0; the multiplier of update ``s``
+    is ``min((s + 1) / w, sqrt(w / (s + 1)))``.
+
+    Source: Vaswani et al. 2017, eq. 3 (peak-normalised, as fairseq's
+    ``inverse_sqrt``).
+    """
+    step = step + 1
+    warmup_steps = max(1, warmup_steps)
+    return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+class TranslationModule(L.LightningModule):
+    """Train and validate an encoder–decoder Transformer.
+
+    Args:
+        config: the network's sizes (``model.config.TransformerConfig``).
+        vocab_size: overrides ``config.vocab_size``; the CLI links it to
+            ``data.vocab_size`` so model and tokenizer always agree.
+        label_smoothing: epsilon of label-smoothed cross-entropy.
+        lr: peak learning rate, reached after ``warmup_steps`` updates.
+        warmup_steps: linear warmup length in optimizer updates.
+        betas: Adam betas.
+        eps: Adam epsilon.
+        weight_decay: decoupled weight decay (AdamW); 0 gives Adam.
+        max_len_a: decoding length limit ``a * source_length + b`` (a).
+        max_len_b: decoding length limit (b).
+
+    Shapes:
+        batches as produced by :func:`data.batching.collate_batch`.
+
+    Source: Vaswani et al. 2017 §5.3–5.4 (Adam 0.9/0.98, warmup, label
+    smoothing 0.1); Szegedy et al. 2016 (label smoothing).
+    """
+
+    def __init__(self, config: TransformerConfig = None,  # type: ignore[assignment]
+                 vocab_size: int | None = None, label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
+                 betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
+                 weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10):
+        super().__init__()
+        if config is None:
+            config = TransformerConfig()
+        elif isinstance(config, dict):
+            config = TransformerConfig(**config)
+        overrides = {"pad_id": PAD_ID}
+        if vocab_size is not None:
+            overrides["vocab_size"] = vocab_size
+        config = replace(config, **overrides)
+        # Plain types only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters({
+            "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
+            "warmup_steps": warmup_steps, "betas": tuple(betas), "eps": eps,
+            "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b})
+        self.config = config
+        self.model = Transformer(config)
+        self.tokenizer: Tokenizer | None = None
+        self._val_hyps: dict[int, str] = {}
+
+    # -------------------------------------------------------------- plumbing
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.tokenizer is not None:
+            self.set_tokenizer(datamodule.tokenizer)
+            log_dir = self.trainer.log_dir
+            if stage == "fit" and log_dir and self.trainer.is_global_zero:
+                # The run keeps its own copy of the tokenizer beside its logs.
+                os.makedirs(log_dir, exist_ok=True)
+                self.tokenizer.save(os.path.join(log_dir, "spm.model"))
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Attach the tokenizer; its vocabulary must match the model's.
+
+        Raises:
+            ValueError: if ``tokenizer.vocab_size`` differs from ``config.vocab_size``.
+        """
+        if tokenizer.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tokenizer.vocab_size} pieces but the model config has "
+                f"vocab_size={self.config.vocab_size}; they must agree (the CLI links "
+                f"data.vocab_size to model.vocab_size)")
+        self.tokenizer = tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["format"] = CHECKPOINT_FORMAT
+        if self.tokenizer is not None:
+            checkpoint["tokenizer_model"] = self.tokenizer.model_proto
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "tokenizer_model" in checkpoint:
+            self.set_tokenizer(Tokenizer(checkpoint["tokenizer_model"]))
+
+    # -------------------------------------------------------------- training
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Label-smoothed cross-entropy per target token, padding ignored.
+
+        Returns:
+            (loss averaged over real target tokens, number of those tokens).
+        """
+        logits = self.model(batch["src"], batch["src_valid_len"], batch["tgt_in"])  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(),
+                               ignore_index=PAD_ID, label_smoothing=self.hparams.label_smoothing)
+        return loss, batch["tgt_valid_len"].sum()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, num_tokens = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
+        return loss
+
+    def configure_optimizers(self):
+        params_decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
+        params_no_decay = [p for n, p in self.named_parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": params_decay, "weight_decay": self.hparams.weight_decay},
+             {"params": params_no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
+        warmup = self.hparams.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: inverse_sqrt_schedule(step, warmup))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_hyps = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, _ = self.loss(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
+        if self.trainer.sanity_checking or self.tokenizer is None:
+            return
+        hyps = decode_batch(self.model, self.tokenizer, batch, self.hparams.max_len_a,
+                            self.hparams.max_len_b)
+        self._val_hyps.update(zip(batch["index"].tolist(), hyps))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val_hyps:
+            return
+        references = self.trainer.datamodule.references["valid"]
+        hyps = [self._val_hyps.get(i, "") for i in range(len(references))]
+        scores = corpus_scores(hyps, references)
+        self.log("val_bleu", scores["bleu"], prog_bar=True)
+        self.log("val_chrf", scores["chrf"])
