@@ -6,7 +6,7 @@ Names and signatures follow the attention chapter of d2l.ai.
 from .attention import (AdditiveAttention, DotProductAttention, MultiHeadAttention,
                         causal_valid_lens, masked_softmax, valid_mask)
 from .config import TransformerConfig
-from .decoder import TransformerDecoder, TransformerDecoderBlock
+from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
 from .decoding import greedy_decode
 from .encoder import AddNorm, PositionWiseFFN, TransformerEncoder, TransformerEncoderBlock
 from .positional_encoding import PositionalEncoding
@@ -16,5 +16,5 @@ __all__ = [
     "masked_softmax", "valid_mask", "causal_valid_lens", "DotProductAttention",
     "AdditiveAttention", "MultiHeadAttention", "PositionalEncoding", "PositionWiseFFN",
     "AddNorm", "TransformerEncoderBlock", "TransformerEncoder", "TransformerDecoderBlock",
-    "TransformerDecoder", "TransformerConfig", "Transformer", "greedy_decode",
+    "TransformerDecoder", "DecoderCache", "TransformerConfig", "Transformer", "greedy_decode",
 ]

@@ -319,10 +319,24 @@ class MultiHeadAttention(nn.Module):
         X = X.transpose(1, 2)  # (B, T, H, Dh)
         return X.reshape(X.shape[0], X.shape[1], -1)  # (B, T, D)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
-        queries = self.transpose_qkv(self.W_q(queries))  # (B, H, Q, Dh)
+    def project_kv(self, keys: torch.Tensor, values: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project and split keys/values into heads (what a decoding cache stores).
+
+        ``(B, K, k)``, ``(B, K, v)`` -> ``(B, H, K, Dh)``, ``(B, H, K, Dh)``.
+        """
         keys = self.transpose_qkv(self.W_k(keys))  # (B, H, K, Dh)
         values = self.transpose_qkv(self.W_v(values))  # (B, H, K, Dh)
+        return keys, values
+
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend with raw queries ``(B, Q, q)`` to projected, head-split keys and
+        values ``(B, H, K, Dh)`` (from :meth:`project_kv`) -> ``(B, Q, D)``."""
+        queries = self.transpose_qkv(self.W_q(queries))  # (B, H, Q, Dh)
         output = self.attention(queries, keys, values, valid_lens)  # (B, H, Q, Dh)
         return self.W_o(self.transpose_output(output))  # (B, Q, D)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(queries, *self.project_kv(keys, values), valid_lens)  # (B, Q, D)

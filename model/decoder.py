@@ -17,7 +17,39 @@ from .positional_encoding import PositionalEncoding
 if TYPE_CHECKING:
     from .config import TransformerConfig
 
-__all__ = ["TransformerDecoderBlock", "TransformerDecoder"]
+__all__ = ["DecoderCache", "TransformerDecoderBlock", "TransformerDecoder"]
+
+
+class DecoderCache:
+    """Keys and values a decoder has already computed, for incremental decoding.
+
+    Each step of incremental decoding feeds only the newest target token(s);
+    every block appends that token's self-attention keys/values to its
+    ``"self"`` entry and computes its encoder–decoder keys/values (``"cross"``)
+    once, on the first step.
+
+    Args:
+        num_blks: number of decoder blocks.
+
+    Attributes:
+        layers: per block, ``{"self": (K, V), "cross": (K, V)}``, each tensor
+            ``(B, H, T or S, Dh)``.
+        length: number of target positions already in the cache.
+
+    Source: the incremental state of fairseq's ``FairseqIncrementalDecoder``;
+    d2l.ai §11.7.4 keeps the same idea as ``state[2]``.
+    """
+
+    def __init__(self, num_blks: int):
+        self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
+            {} for _ in range(num_blks)]
+        self.length = 0
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` ``(B',)`` of every cached tensor (beam search)."""
+        for layer in self.layers:
+            for name, (k, v) in layer.items():
+                layer[name] = (k.index_select(0, index), v.index_select(0, index))
 
 
 class TransformerDecoderBlock(nn.Module):
@@ -52,11 +84,37 @@ class TransformerDecoderBlock(nn.Module):
         self.addnorm3 = AddNorm(num_hiddens, dropout, norm_first)
 
     def forward(self, X: torch.Tensor, enc_outputs: torch.Tensor,
-                enc_valid_lens: torch.Tensor | None) -> torch.Tensor:
-        dec_valid_lens = causal_valid_lens(X.shape[0], X.shape[1], X.device)  # (B, T)
-        X = self.addnorm1(X, lambda h: self.attention1(h, h, h, dec_valid_lens))  # (B, T, D)
-        X = self.addnorm2(X, lambda h: self.attention2(h, enc_outputs, enc_outputs,
-                                                       enc_valid_lens))  # (B, T, D)
+                enc_valid_lens: torch.Tensor | None,
+                cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                offset: int = 0) -> torch.Tensor:
+        """Run the block on ``X`` ``(B, T, D)``.
+
+        Without ``cache`` (training) ``X`` is the whole target prefix. With a
+        cache dict (incremental decoding) ``X`` holds only the new positions
+        ``offset .. offset + T - 1``; their self-attention keys/values are
+        appended to ``cache["self"]`` and the encoder's keys/values are taken
+        from (or stored in) ``cache["cross"]``.
+        """
+        dec_valid_lens = causal_valid_lens(X.shape[0], X.shape[1], X.device, offset)  # (B, T)
+
+        def self_attention(h: torch.Tensor) -> torch.Tensor:
+            keys, values = self.attention1.project_kv(h, h)  # (B, H, T, Dh) each
+            if cache is not None:
+                if "self" in cache:
+                    keys = torch.cat([cache["self"][0], keys], dim=2)  # (B, H, offset + T, Dh)
+                    values = torch.cat([cache["self"][1], values], dim=2)
+                cache["self"] = (keys, values)
+            return self.attention1.attend(h, keys, values, dec_valid_lens)
+
+        def cross_attention(h: torch.Tensor) -> torch.Tensor:
+            if cache is None:
+                return self.attention2(h, enc_outputs, enc_outputs, enc_valid_lens)
+            if "cross" not in cache:
+                cache["cross"] = self.attention2.project_kv(enc_outputs, enc_outputs)
+            return self.attention2.attend(h, *cache["cross"], enc_valid_lens)
+
+        X = self.addnorm1(X, self_attention)  # (B, T, D)
+        X = self.addnorm2(X, cross_attention)  # (B, T, D)
         return self.addnorm3(X, self.ffn)  # (B, T, D)
 
 
@@ -94,10 +152,17 @@ class TransformerDecoder(nn.Module):
         self.output = output
 
     def forward(self, tgt: torch.Tensor, enc_outputs: torch.Tensor,
-                enc_valid_lens: torch.Tensor | None) -> torch.Tensor:
-        X = self.pos_encoding(self.embedding(tgt) * self.num_hiddens ** 0.5)  # (B, T, D)
-        for blk in self.blks:
-            X = blk(X, enc_outputs, enc_valid_lens)
+                enc_valid_lens: torch.Tensor | None,
+                cache: DecoderCache | None = None) -> torch.Tensor:
+        """Logits for ``tgt`` ``(B, T)``: the whole prefix, or with ``cache`` only
+        the positions after ``cache.length`` (the cache is updated)."""
+        offset = cache.length if cache is not None else 0
+        X = self.pos_encoding(self.embedding(tgt) * self.num_hiddens ** 0.5, offset)  # (B, T, D)
+        for i, blk in enumerate(self.blks):
+            X = blk(X, enc_outputs, enc_valid_lens,
+                    cache.layers[i] if cache is not None else None, offset)
+        if cache is not None:
+            cache.length += tgt.shape[1]
         X = self.final_ln(X)
         if self.output is None:
             return X @ self.embedding.weight.T  # (B, T, V)

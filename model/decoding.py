@@ -11,7 +11,7 @@ __all__ = ["greedy_decode"]
 @torch.no_grad()
 def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor,
                   bos_id: int, eos_id: int, pad_id: int, max_len_a: float = 1.2,
-                  max_len_b: int = 10) -> torch.Tensor:
+                  max_len_b: int = 10, use_cache: bool = True) -> torch.Tensor:
     """Translate a batch by picking the most probable token at every step.
 
     All sentences of the batch decode together; the loop is over output
@@ -21,11 +21,14 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
 
     Args:
         model: a module with ``encode(src, src_valid_len)`` and
-            ``decode(tgt_in, enc_outputs, src_valid_len)`` returning logits.
+            ``decode(tgt_in, enc_outputs, src_valid_len[, cache])`` returning
+            logits (and ``init_cache()`` when ``use_cache``).
         src: ``(B, S)`` source ids (padded with ``pad_id``).
         src_valid_len: ``(B,)`` source lengths (EOS included).
         bos_id, eos_id, pad_id: special token ids.
         max_len_a, max_len_b: output length limit per sentence.
+        use_cache: feed one token per step and reuse earlier keys/values
+            (same output as recomputing the whole prefix every step).
 
     Returns:
         ``(B, L)`` output ids without BOS; after a sentence's EOS (kept) the
@@ -43,8 +46,12 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
         max_lens = max_lens.clamp(max=model_max - 1)
     tokens = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    cache = model.init_cache() if use_cache else None
     for step in range(limit):
-        logits = model.decode(tokens, enc_outputs, src_valid_len)[:, -1]  # (B, V)
+        if cache is not None:
+            logits = model.decode(tokens[:, -1:], enc_outputs, src_valid_len, cache)[:, -1]  # (B, V)
+        else:
+            logits = model.decode(tokens, enc_outputs, src_valid_len)[:, -1]  # (B, V)
         next_tokens = logits.argmax(-1)  # (B,)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_id), next_tokens)
         # A sentence at its length limit is closed with EOS.

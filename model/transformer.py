@@ -7,7 +7,7 @@ from torch import nn
 
 from .attention import AdditiveAttention, DotProductAttention
 from .config import TransformerConfig
-from .decoder import TransformerDecoder
+from .decoder import DecoderCache, TransformerDecoder
 from .encoder import TransformerEncoder
 
 __all__ = ["Transformer"]
@@ -69,9 +69,18 @@ class Transformer(nn.Module):
         return self.encoder(src, src_valid_len)
 
     def decode(self, tgt_in: torch.Tensor, enc_outputs: torch.Tensor,
-               src_valid_len: torch.Tensor | None) -> torch.Tensor:
-        """``(B, T)`` decoder input, ``(B, S, D)`` encoder outputs -> logits ``(B, T, V)``."""
-        return self.decoder(tgt_in, enc_outputs, src_valid_len)
+               src_valid_len: torch.Tensor | None, cache: DecoderCache | None = None
+               ) -> torch.Tensor:
+        """``(B, T)`` decoder input, ``(B, S, D)`` encoder outputs -> logits ``(B, T, V)``.
+
+        With a ``cache`` (from :meth:`init_cache`), ``tgt_in`` holds only the
+        new positions and earlier keys/values are reused (incremental decoding).
+        """
+        return self.decoder(tgt_in, enc_outputs, src_valid_len, cache)
+
+    def init_cache(self) -> DecoderCache:
+        """An empty key/value cache for incremental decoding."""
+        return DecoderCache(len(self.decoder.blks))
 
     def forward(self, src: torch.Tensor, src_valid_len: torch.Tensor | None,
                 tgt_in: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     src_lang = args.src_lang or data.get("src_lang", "en")
     tgt_lang = args.tgt_lang or data.get("tgt_lang", "de")
     split = args.split or data.get("test_split", "test_2016_flickr")
-    corpus = load_parallel_corpus(source, src_lang, tgt_lang, [split])[split]
+    cache_dir = os.path.join(data.get("cache_dir", ".cache"), "datasets")
+    corpus = load_parallel_corpus(source, src_lang, tgt_lang, [split], cache_dir=cache_dir)[split]
     sources, references = list(corpus["src"]), list(corpus["tgt"])
 
     start = time.perf_counter()

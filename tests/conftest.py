@@ -39,6 +39,16 @@ def multi30k_small(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tensors in tests are tiny: a second intra-op thread only adds overhead
+    (tens of times slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

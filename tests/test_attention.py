@@ -26,14 +26,6 @@ from model.attention import (SCORING_FUNCTIONS, AdditiveAttention, DotProductAtt
 B, H, Q, K = 3, 2, 4, 6  # batch, heads, queries, keys
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tensors here are tiny: a second intra-op thread only adds overhead (tens
-    of times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 #: Padding patterns for a batch of B=3 sequences of K=6 keys and Q=4 queries.
 #: ``None`` attends everywhere; 1-D is one length per sequence; 2-D one per query.

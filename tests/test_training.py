@@ -57,14 +57,6 @@ def read_raw(directory: Path, split: str, lang: str) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models only: one intra-op thread (several threads spin-wait on a busy
-    2-core machine and make decoding many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------- schedule

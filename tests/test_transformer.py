@@ -35,14 +35,6 @@ norm_placements = pytest.mark.parametrize("norm_first", [True, False],
                                           ids=["pre_norm", "post_norm"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tensors here are tiny: a second intra-op thread only adds overhead (tens
-    of times slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_config(**overrides) -> TransformerConfig:
