@@ -1,15 +1,17 @@
-"""Attention mechanisms and the Transformer, in plain PyTorch.
+"""Attention mechanisms, the Transformer and the RNN encoder–decoder, in plain PyTorch.
 
 Names and signatures follow the attention chapter of d2l.ai.
 """
 
 from .attention import (AdditiveAttention, DotProductAttention, MultiHeadAttention,
                         causal_valid_lens, masked_softmax, valid_mask)
+from .build import build_model, config_from_dict
 from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
 from .decoding import greedy_decode
 from .encoder import AddNorm, PositionWiseFFN, TransformerEncoder, TransformerEncoderBlock
 from .positional_encoding import PositionalEncoding
+from .rnn import RNNConfig, RNNEncoderDecoder
 from .transformer import Transformer
 
 __all__ = [
@@ -17,4 +19,5 @@ __all__ = [
     "AdditiveAttention", "MultiHeadAttention", "PositionalEncoding", "PositionWiseFFN",
     "AddNorm", "TransformerEncoderBlock", "TransformerEncoder", "TransformerDecoderBlock",
     "TransformerDecoder", "DecoderCache", "TransformerConfig", "Transformer", "greedy_decode",
+    "RNNConfig", "RNNEncoderDecoder", "build_model", "config_from_dict",
 ]

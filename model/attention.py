@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = [
@@ -207,6 +208,64 @@ class DotProductAttention(nn.Module):
         return self.dropout(self.attention_weights) @ values  # (B, [H,] Q, v)
 
 
+def _naive_additive_scores(queries: torch.Tensor, keys: torch.Tensor,
+                           w_v: torch.Tensor) -> torch.Tensor:
+    """The textbook formula ``w_v^T tanh(q_i + k_j)`` with the whole hidden tensor at once.
+
+    Args:
+        queries: projected queries ``W_q q``, ``(B, [H,] Q, A)``.
+        keys: projected keys ``W_k k``, ``(B, [H,] K, A)``.
+        w_v: the output weights, ``(A,)``.
+
+    Returns:
+        Scores ``(B, [H,] Q, K)``. Holds (and autograd saves) a
+        ``(B, [H,] Q, K, A)`` tensor; kept as the reference for
+        :class:`_ChunkedAdditiveScores`.
+    """
+    features = torch.tanh(queries.unsqueeze(-2) + keys.unsqueeze(-3))  # (B, [H,] Q, K, A)
+    return features @ w_v  # (B, [H,] Q, K)
+
+
+class _ChunkedAdditiveScores(torch.autograd.Function):
+    """:func:`_naive_additive_scores` a chunk of queries at a time, tanh recomputed in backward.
+
+    Forward holds one chunk's ``(B, [H,] c, K, A)`` tanh tensor at a time and
+    saves only its inputs. Backward recomputes each chunk's tanh ``t`` and
+    turns it, in place, into the gradient of the hidden pre-activation
+    ``dscore * w_v * (1 - t^2)``, whose sums over keys and over queries are the
+    gradients of the queries and keys. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, queries: torch.Tensor, keys: torch.Tensor, w_v: torch.Tensor,
+                chunk_size: int) -> torch.Tensor:
+        ctx.save_for_backward(queries, keys, w_v)
+        ctx.chunk_size = chunk_size
+        chunks = [torch.tanh_(q.unsqueeze(-2) + keys.unsqueeze(-3)) @ w_v  # (B, [H,] c, K)
+                  for q in queries.split(chunk_size, dim=-2)]  # q: (B, [H,] c, A)
+        return torch.cat(chunks, dim=-2)  # (B, [H,] Q, K)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_scores: torch.Tensor):
+        queries, keys, w_v = ctx.saved_tensors
+        grad_scores = grad_scores.to(torch.result_type(queries, keys))  # bf16 autocast may differ
+        # Sums over many chunks: accumulate in at least float32 (bf16 / fp16 training).
+        acc_dtype = torch.promote_types(keys.dtype, torch.float32)
+        grad_queries, grad_keys = [], torch.zeros((), dtype=acc_dtype, device=keys.device)
+        grad_w_v = torch.zeros_like(w_v, dtype=acc_dtype)
+        for q, g in zip(queries.split(ctx.chunk_size, dim=-2),
+                        grad_scores.split(ctx.chunk_size, dim=-2)):  # (B, [H,] c, A), (B, [H,] c, K)
+            t = torch.tanh_(q.unsqueeze(-2) + keys.unsqueeze(-3))  # (B, [H,] c, K, A)
+            grad_w_v += g.reshape(-1) @ t.reshape(-1, t.shape[-1])  # (A,)
+            # d score / d (q + k) = w_v * (1 - t^2), times the incoming gradient; in place.
+            grad_hidden = t.square_().neg_().add_(1).mul_(w_v).mul_(g.unsqueeze(-1))
+            grad_queries.append(grad_hidden.sum(dim=-2))  # (B, [H,] c, A)
+            grad_keys = grad_keys + grad_hidden.sum(dim=-3, dtype=acc_dtype)  # (B, [H,] K, A)
+        return (torch.cat(grad_queries, dim=-2).sum_to_size(queries.shape),
+                grad_keys.sum_to_size(keys.shape).to(keys.dtype), grad_w_v.to(w_v.dtype), None)
+
+
 class AdditiveAttention(nn.Module):
     """Additive (Bahdanau) attention: score ``w_v^T tanh(W_q q + W_k k)``.
 
@@ -214,26 +273,43 @@ class AdditiveAttention(nn.Module):
     ``key_size`` are not given the projections are lazy (sized on the first
     call), as in d2l.ai.
 
+    Memory: the textbook formula holds a ``(B, [H,] Q, K, A)`` hidden tensor
+    (A = ``num_hiddens``) and autograd saves it for backward: 256 MiB in
+    float32 at B=64, H=8, Q=K=64, A=32, against 8 MiB for the ``(B, H, Q, K)``
+    scores. Here the scores are computed a chunk of ``c`` queries at a time,
+    ``c`` the largest count whose ``(B, [H,] c, K, A)`` tensor has at most
+    ``chunk_elements`` elements (at least one query), and backward
+    recomputes each chunk's ``tanh`` instead of keeping it. Training then
+    keeps ``O(B H (Q + K) A)`` elements for backward plus one chunk at a time;
+    the price is a second ``tanh`` per element in backward.
+    ``chunk_elements=None`` computes the whole tensor at once (the textbook
+    formula, plain autograd). Both compute the same function (tested).
+
     Args:
-        num_hiddens: size of the hidden layer ``W_q q + W_k k``.
+        num_hiddens: size A of the hidden layer ``W_q q + W_k k``.
         dropout: dropout probability on the attention weights.
         key_size: feature size of the keys, or None for lazy.
         query_size: feature size of the queries, or None for lazy.
+        chunk_elements: most elements of the hidden tensor held at once, or
+            None for the unchunked formula. The default, 2**22, is 16 MiB in
+            float32. Also settable as an attribute.
 
     Shapes:
         queries ``(B, [H,] Q, q)``, keys ``(B, [H,] K, k)``, values
         ``(B, [H,] K, v)``, ``valid_lens`` None / ``(B,)`` / ``(B, Q)``
         -> output ``(B, [H,] Q, v)``; ``attention_weights`` ``(B, [H,] Q, K)``.
-        The score computation holds a ``(B, [H,] Q, K, num_hiddens)`` tensor.
 
     Raises:
         ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`).
 
-    Source: Bahdanau et al. 2015, eq. A.1.2; d2l.ai §11.3.2.
+    Source: Bahdanau et al. 2015, eq. A.1.2; d2l.ai §11.3.2. Chunking the
+    queries: Rabe & Staats 2021, "Self-attention does not need O(n^2)
+    memory"; recomputing in backward: Chen et al. 2016, "Training deep nets
+    with sublinear memory cost".
     """
 
     def __init__(self, num_hiddens: int, dropout: float, key_size: int | None = None,
-                 query_size: int | None = None):
+                 query_size: int | None = None, chunk_elements: int | None = 2 ** 22):
         super().__init__()
         self.W_k = (nn.LazyLinear(num_hiddens, bias=False) if key_size is None
                     else nn.Linear(key_size, num_hiddens, bias=False))
@@ -241,14 +317,28 @@ class AdditiveAttention(nn.Module):
                     else nn.Linear(query_size, num_hiddens, bias=False))
         self.w_v = nn.Linear(num_hiddens, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
+        self.chunk_elements = chunk_elements
         self.keep_weights = True  # same switch as DotProductAttention; weights are always computed
         self.attention_weights: torch.Tensor | None = None
+
+    def chunk_size(self, queries: torch.Tensor, keys: torch.Tensor) -> int | None:
+        """Queries per chunk for projected ``queries`` ``(B, [H,] Q, A)`` and
+        ``keys`` ``(B, [H,] K, A)``; None for the unchunked formula."""
+        if self.chunk_elements is None:
+            return None
+        lead = torch.broadcast_shapes(queries.shape[:-2], keys.shape[:-2])  # (B, [H])
+        per_query = math.prod(lead) * keys.shape[-2] * keys.shape[-1]  # elements of (B, [H,] 1, K, A)
+        return max(1, self.chunk_elements // max(1, per_query))
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 valid_lens: torch.Tensor | None = None) -> torch.Tensor:
         queries, keys = self.W_q(queries), self.W_k(keys)  # (B, [H,] Q, A), (B, [H,] K, A)
-        features = torch.tanh(queries.unsqueeze(-2) + keys.unsqueeze(-3))  # (B, [H,] Q, K, A)
-        scores = self.w_v(features).squeeze(-1)  # (B, [H,] Q, K)
+        w_v = self.w_v.weight[0]  # (A,)
+        chunk_size = self.chunk_size(queries, keys)
+        if chunk_size is None:
+            scores = _naive_additive_scores(queries, keys, w_v)  # (B, [H,] Q, K)
+        else:
+            scores = _ChunkedAdditiveScores.apply(queries, keys, w_v, chunk_size)  # (B, [H,] Q, K)
         weights = masked_softmax(scores, valid_lens)
         self.attention_weights = weights if self.keep_weights else None
         return self.dropout(weights) @ values  # (B, [H,] Q, v)

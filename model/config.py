@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from .attention import SCORING_FUNCTIONS
 
@@ -14,9 +15,10 @@ class TransformerConfig:
     """Sizes and choices of an encoder–decoder Transformer.
 
     Each field maps to one key of the ``model.config`` block of a YAML file in
-    ``configs/``. ``attention`` picks the scoring function of every attention
-    layer (encoder self-attention, decoder masked self-attention and
-    encoder–decoder attention).
+    ``configs/``; ``arch`` (default ``"transformer"``) tells it from
+    :class:`~model.rnn.RNNConfig`. ``attention`` picks the scoring function
+    of every attention layer (encoder self-attention, decoder masked
+    self-attention and encoder–decoder attention).
 
     Raises:
         ValueError: on construction, if ``num_hiddens`` is not divisible by
@@ -26,6 +28,9 @@ class TransformerConfig:
     FFN 2048); d2l.ai §11.7.
     """
 
+    arch: Literal["transformer"] = "transformer"
+    """Architecture selector: always ``"transformer"`` (``model.build.build_model``
+    dispatches on it; saved in every checkpoint)."""
     vocab_size: int = 8000
     """V: size of the (joint source+target) vocabulary, set from the tokenizer."""
     num_hiddens: int = 256
@@ -60,6 +65,9 @@ class TransformerConfig:
     """Padding token id (embedding row kept at zero)."""
 
     def __post_init__(self):
+        if self.arch != "transformer":
+            raise ValueError(f"model config: TransformerConfig needs arch='transformer', "
+                             f"got {self.arch!r}")
         # Sizes first: num_heads=0 would otherwise fail the divisibility check
         # below with a ZeroDivisionError instead of this message.
         for name in ("vocab_size", "num_hiddens", "ffn_num_hiddens", "num_heads",

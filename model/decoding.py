@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["greedy_decode"]
+__all__ = ["greedy_decode", "beam_search", "BeamSearchOutput", "length_penalty"]
+
+
+def _length_limits(model: nn.Module, src_valid_len: torch.Tensor, max_len_a: float,
+                   max_len_b: int) -> tuple[torch.Tensor, int]:
+    """Per-sentence output limits ``a * S + b`` (EOS included), capped so that
+    BOS + output fits the model's ``max_len``; and the largest of them."""
+    max_lens = (src_valid_len.float() * max_len_a + max_len_b).long()  # (B,)
+    model_max = getattr(getattr(model, "config", None), "max_len", None)
+    if model_max is not None:
+        max_lens = max_lens.clamp(max=model_max - 1)
+    max_lens = max_lens.clamp(min=1)
+    return max_lens, int(max_lens.max().item())
+
+
+def _forbid(logits: torch.Tensor, *token_ids: int) -> torch.Tensor:
+    """Set the logits of tokens a translation never contains (PAD, BOS) to -inf."""
+    logits = logits.float()
+    logits[:, list(token_ids)] = float("-inf")
+    return logits
 
 
 @torch.no_grad()
@@ -17,7 +39,8 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
     All sentences of the batch decode together; the loop is over output
     positions only and stops when every sentence has produced EOS or reached
     its maximum length ``max_len_a * source_length + max_len_b`` (fairseq's
-    ``--max-len-a/--max-len-b``), capped by the model's ``max_len``.
+    ``--max-len-a/--max-len-b``), capped by the model's ``max_len``. PAD and
+    BOS are never produced (their logits are masked, as in fairseq).
 
     Args:
         model: a module with ``encode(src, src_valid_len)`` and
@@ -38,21 +61,14 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
     """
     batch_size = src.shape[0]
     enc_outputs = model.encode(src, src_valid_len)  # (B, S, D)
-    max_lens = (src_valid_len.float() * max_len_a + max_len_b).long()  # (B,)
-    limit = int(max_lens.max().item())
-    model_max = getattr(getattr(model, "config", None), "max_len", None)
-    if model_max is not None:
-        limit = min(limit, model_max - 1)
-        max_lens = max_lens.clamp(max=model_max - 1)
+    max_lens, limit = _length_limits(model, src_valid_len, max_len_a, max_len_b)
     tokens = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
     cache = model.init_cache() if use_cache else None
     for step in range(limit):
-        if cache is not None:
-            logits = model.decode(tokens[:, -1:], enc_outputs, src_valid_len, cache)[:, -1]  # (B, V)
-        else:
-            logits = model.decode(tokens, enc_outputs, src_valid_len)[:, -1]  # (B, V)
-        next_tokens = logits.argmax(-1)  # (B,)
+        dec_in = tokens[:, -1:] if cache is not None else tokens  # new token, or whole prefix
+        logits = model.decode(dec_in, enc_outputs, src_valid_len, cache)[:, -1]  # (B, V)
+        next_tokens = _forbid(logits, pad_id, bos_id).argmax(-1)  # (B,)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad_id), next_tokens)
         # A sentence at its length limit is closed with EOS.
         next_tokens = torch.where(~finished & (max_lens <= step + 1),
@@ -62,3 +78,123 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
         if bool(finished.all()):
             break
     return tokens[:, 1:]
+
+
+def length_penalty(lengths: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
+    """GNMT length penalty ``((5 + |Y|) / 6) ** alpha``.
+
+    A hypothesis is ranked by ``log P(Y | X) / length_penalty(|Y|, alpha)``
+    (``|Y|`` counts EOS): ``alpha = 0`` ranks by raw log-probability, which
+    favours short outputs; larger ``alpha`` favours longer ones.
+
+    Source: Wu et al. 2016 (GNMT), eq. 14.
+    """
+    return ((5.0 + lengths) / 6.0) ** alpha
+
+
+@dataclass
+class BeamSearchOutput:
+    """The n-best hypotheses of a batch.
+
+    Attributes:
+        tokens: ``(B, N, L)`` output ids without BOS; each ends with EOS, then PAD.
+        scores: ``(B, N)`` length-normalized log-probabilities, best first.
+    """
+
+    tokens: torch.Tensor
+    scores: torch.Tensor
+
+
+@torch.no_grad()
+def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor,
+                bos_id: int, eos_id: int, pad_id: int, beam_size: int = 5,
+                max_len_a: float = 1.2, max_len_b: int = 10, alpha: float = 1.0,
+                nbest: int = 1, use_cache: bool = True) -> BeamSearchOutput:
+    """Batched beam search: every beam of every sentence in one computation per step.
+
+    Each step scores the ``beam_size`` extensions of all ``B * beam_size``
+    beams at once and keeps, per sentence, the ``2 * beam_size`` best
+    candidates. Those ending in EOS *and ranked within the first
+    ``beam_size``* become finished hypotheses (scored with
+    :func:`length_penalty`); the best ``beam_size`` others continue (fairseq's
+    rule, which makes ``beam_size=1`` exactly greedy decoding). A sentence
+    is done when it holds ``beam_size`` finished hypotheses; a beam reaching
+    ``max_len_a * S + max_len_b`` tokens is closed with EOS. The loop ends
+    when every sentence is done.
+
+    Args:
+        model: ``encode``/``decode``/``init_cache`` as for :func:`greedy_decode`.
+        src: ``(B, S)`` source ids; ``src_valid_len``: ``(B,)``.
+        bos_id, eos_id, pad_id: special ids.
+        beam_size: K, beams kept per sentence.
+        max_len_a, max_len_b: output length limit per sentence (EOS included).
+        alpha: length-penalty exponent (0 disables normalization).
+        nbest: N <= K hypotheses returned per sentence.
+        use_cache: incremental decoding with a key/value cache.
+
+    Returns:
+        :class:`BeamSearchOutput` with ``(B, N, L)`` tokens and ``(B, N)`` scores.
+
+    Raises:
+        ValueError: if ``nbest > beam_size`` or ``beam_size < 1``.
+
+    Source: Sutskever et al. 2014 (beam search for NMT); Wu et al. 2016
+    (length penalty); fairseq ``SequenceGenerator`` (2K candidates, EOS rule).
+    """
+    if beam_size < 1 or not 1 <= nbest <= beam_size:
+        raise ValueError(f"need 1 <= nbest ({nbest}) <= beam_size ({beam_size})")
+    B, K, device = src.shape[0], beam_size, src.device
+    max_lens, limit = _length_limits(model, src_valid_len, max_len_a, max_len_b)
+    enc_outputs = model.encode(src, src_valid_len).repeat_interleave(K, dim=0)  # (B*K, S, D)
+    enc_valid_len = src_valid_len.repeat_interleave(K)  # (B*K,)
+    beam_max_lens = max_lens.repeat_interleave(K)  # (B*K,)
+
+    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (B*K, 1 + t)
+    beam_scores = torch.full((B, K), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    finished_scores = torch.full((B, K), float("-inf"), device=device)  # (B, K)
+    finished_tokens = torch.full((B, K, limit), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)[:, None]  # (B, 1)
+    cache = model.init_cache() if use_cache else None
+
+    for step in range(limit):
+        dec_in = tokens[:, -1:] if cache is not None else tokens
+        logits = model.decode(dec_in, enc_outputs, enc_valid_len, cache)[:, -1]  # (B*K, V)
+        log_probs = F.log_softmax(_forbid(logits, pad_id, bos_id), dim=-1)  # (B*K, V)
+        at_limit = beam_max_lens <= step + 1  # (B*K,) must end now
+        log_probs[at_limit] = torch.where(
+            torch.arange(log_probs.shape[1], device=device) == eos_id,
+            log_probs[at_limit], torch.tensor(float("-inf"), device=device))
+        V = log_probs.shape[1]
+        candidates = (beam_scores.reshape(B * K, 1) + log_probs).reshape(B, K * V)
+        top_scores, top_index = candidates.topk(2 * K, dim=1)  # (B, 2K)
+        origin, token = top_index // V, top_index % V  # (B, 2K) beam of origin, new token
+        is_eos = token == eos_id
+
+        # Finished hypotheses: EOS candidates among the first K, of live sentences.
+        final = is_eos & torch.isfinite(top_scores) & ~done[:, None]
+        final[:, K:] = False
+        history = tokens[:, 1:].reshape(B, K, step)  # (B, K, t)
+        cand_tokens = torch.full((B, 2 * K, limit), pad_id, dtype=torch.long, device=device)
+        cand_tokens[:, :, :step] = history[rows, origin]  # (B, 2K, t)
+        cand_tokens[:, :, step] = token
+        cand_scores = torch.where(final, top_scores / length_penalty(step + 1.0, alpha),
+                                  torch.tensor(float("-inf"), device=device))
+        pool_scores = torch.cat([finished_scores, cand_scores], dim=1)  # (B, 3K)
+        pool_tokens = torch.cat([finished_tokens, cand_tokens], dim=1)  # (B, 3K, L)
+        finished_scores, keep = pool_scores.topk(K, dim=1)  # (B, K)
+        finished_tokens = pool_tokens[rows, keep]  # (B, K, L)
+        done |= torch.isfinite(finished_scores).all(dim=1)
+        if bool(done.all()):
+            break
+
+        # Live beams: the best K candidates that did not end.
+        beam_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(K, dim=1)
+        flat = (rows * K + origin.gather(1, pick)).reshape(-1)  # (B*K,) rows to keep
+        tokens = torch.cat([tokens[flat], token.gather(1, pick).reshape(-1, 1)], dim=1)
+        if cache is not None:
+            cache.reorder(flat)
+
+    width = int((finished_tokens != pad_id).sum(-1).max().item())
+    return BeamSearchOutput(finished_tokens[:, :nbest, :width], finished_scores[:, :nbest])

@@ -3,7 +3,8 @@
     python scripts/evaluate.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt \\
         --split test_2016_flickr
 
-Decodes the split in length-bucketed batches (greedy), detokenizes, scores
+Decodes the split in length-bucketed batches (greedy, or beam search with
+``--beam``), detokenizes, scores
 against the raw references, prints the scores with their sacreBLEU
 signatures, and writes ``{split}.{tgt}.hyp`` and ``{split}.metrics.json``
 to ``--out`` (default: ``eval/`` beside the checkpoint).
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--src-lang", default=None, help="source language (default: from checkpoint)")
     p.add_argument("--tgt-lang", default=None, help="target language (default: from checkpoint)")
     p.add_argument("--max-tokens", type=int, default=8192, help="batch budget in source tokens")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size; 1 is greedy (default: the checkpoint's beam_size)")
+    p.add_argument("--lenpen", type=float, default=None,
+                   help="length-penalty exponent alpha (default: the checkpoint's)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute the whole prefix every step (slow; for comparison)")
     p.add_argument("--max-len-a", type=float, default=None, help="output length limit a*src+b: a")
     p.add_argument("--max-len-b", type=int, default=None, help="output length limit a*src+b: b")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
@@ -56,27 +64,32 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = load_parallel_corpus(source, src_lang, tgt_lang, [split], cache_dir=cache_dir)[split]
     sources, references = list(corpus["src"]), list(corpus["tgt"])
 
+    decoding = translator.decoding(beam_size=args.beam, alpha=args.lenpen,
+                                   max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                                   use_cache=not args.no_cache)
     start = time.perf_counter()
     hyps = translate(translator.model, translator.tokenizer, sources,
-                     translator.model.config.max_len, args.device, args.max_tokens,
-                     args.max_len_a if args.max_len_a is not None else translator.hparams["max_len_a"],
-                     args.max_len_b if args.max_len_b is not None else translator.hparams["max_len_b"])
+                     translator.model.config.max_len, args.device, args.max_tokens, decoding)
     seconds = time.perf_counter() - start
     scores = corpus_scores(hyps, references)
+    method = "greedy" if decoding.beam_size == 1 else f"beam {decoding.beam_size}"
     scores.update({"split": split, "src_lang": src_lang, "tgt_lang": tgt_lang,
-                   "checkpoint": str(args.ckpt), "decoding": "greedy",
+                   "checkpoint": str(args.ckpt), "decoding": method,
+                   "decoding_config": asdict(decoding),
                    "decode_seconds": round(seconds, 2), "device": str(args.device)})
 
     out = Path(args.out) if args.out else Path(args.ckpt).parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{split}.{tgt_lang}.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-    (out / f"{split}.metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
-    print(f"{split} {src_lang}->{tgt_lang} ({len(hyps)} sentences, greedy, "
+    stem = split if decoding.beam_size == 1 else f"{split}.beam{decoding.beam_size}"
+    hyp_path, metrics_path = out / f"{stem}.{tgt_lang}.hyp", out / f"{stem}.metrics.json"
+    hyp_path.write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    metrics_path.write_text(json.dumps(scores, indent=2) + "\n")
+    print(f"{split} {src_lang}->{tgt_lang} ({len(hyps)} sentences, {method}, "
           f"{seconds:.1f} s on {args.device})")
     print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
     print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
     print(scores["bleu_details"])
-    print(f"wrote {out / f'{split}.{tgt_lang}.hyp'} and {out / f'{split}.metrics.json'}")
+    print(f"wrote {hyp_path} and {metrics_path}")
     return scores
 
 

@@ -1,12 +1,19 @@
 """Translate sentences with a trained checkpoint.
 
     python scripts/translate.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt "A man rides a bike."
-    python scripts/translate.py --ckpt RUN.ckpt --input sentences.en > sentences.de
-    cat sentences.en | python scripts/translate.py --ckpt RUN.ckpt
+    python scripts/translate.py --ckpt RUN.ckpt --beam 5 --input sentences.en > sentences.de
+    cat sentences.en | python scripts/translate.py --ckpt RUN.ckpt     # streams, batch by batch
+    python scripts/translate.py --ckpt RUN.ckpt                        # interactive: a line, a translation
 
-Writes one line per input line (an empty input line gives an empty output
-line), in input order. The checkpoint is self-contained: the model config
-and the SentencePiece model are inside it.
+Writes one line per input line, in input order: an empty (or whitespace-only)
+input line gives an empty output line, so line counts always match. With
+``--nbest N`` (N > 1) each input line gives N lines ``index ||| translation |||
+score`` (the Moses n-best format). Reading stdin, each batch of
+``--batch-size`` lines is written as soon as it is translated; from a
+terminal, every line is translated as soon as it is entered. An input longer
+than the model's maximum length is truncated, with a warning on stderr. The
+checkpoint is self-contained: the model config and the SentencePiece model are
+inside it.
 """
 
 from __future__ import annotations
@@ -20,62 +27,140 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from training.checkpoint import load_translator  # noqa: E402
-from training.evaluation import source_batches, translate_batches  # noqa: E402
+from training.checkpoint import Translator, load_translator  # noqa: E402
+from training.evaluation import (DecodingConfig, Hypothesis, source_batches,  # noqa: E402
+                                 translate_batches)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sentences", nargs="*", help="sentences to translate (else --input or stdin)")
     p.add_argument("--ckpt", required=True, help="checkpoint written by scripts/train.py")
     p.add_argument("--input", default=None, help="file with one sentence per line")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size; 1 is greedy (default: the checkpoint's beam_size)")
+    p.add_argument("--nbest", type=int, default=1, help="hypotheses per input (<= --beam)")
+    p.add_argument("--lenpen", type=float, default=None,
+                   help="length-penalty exponent alpha (default: the checkpoint's)")
     p.add_argument("--max-len-a", type=float, default=None, help="output length limit a*src+b: a")
     p.add_argument("--max-len-b", type=int, default=None, help="output length limit a*src+b: b")
+    p.add_argument("--batch-size", type=int, default=64, help="input lines decoded together")
+    p.add_argument("--attention-plot", default=None, metavar="PATH",
+                   help="write a heatmap (PNG) of the encoder-decoder attention of the first "
+                        "translated sentence, subwords as tick labels")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.beam is not None and args.beam < 1:
+        p.error(f"--beam must be at least 1, got {args.beam}")
+    if args.nbest < 1:
+        p.error(f"--nbest must be at least 1, got {args.nbest}")
+    if args.beam is not None and args.nbest > args.beam:
+        p.error(f"--nbest {args.nbest} is larger than --beam {args.beam}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    return args
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def read_batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Group input lines (newlines stripped) into lists of at most ``size``."""
+    batch: list[str] = []
     for line in lines:
-        chunk.append(line.rstrip("\r\n"))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def translate_lines(translator: Translator, lines: list[str], decoding: DecodingConfig,
+                    device: str, first_line: int = 0) -> list[list[Hypothesis] | None]:
+    """Translate a batch of raw lines; None for empty or whitespace-only lines.
+
+    Over-long lines are truncated to the model's ``max_len`` tokens with a
+    warning on stderr naming the input line (1-based, counted from the start
+    of the input).
+    """
+    nonempty = [i for i, line in enumerate(lines) if line.strip()]
+    outputs: list[list[Hypothesis] | None] = [None] * len(lines)
+    if not nonempty:
+        return outputs
+    max_len = translator.model.config.max_len
+    loader, truncated = source_batches(translator.tokenizer, [lines[i] for i in nonempty],
+                                       max_len)
+    for i, cut in zip(nonempty, truncated):
+        if cut:
+            print(f"warning: input line {first_line + i + 1} ({len(lines[i])} characters) is "
+                  f"longer than the model's {max_len} tokens; translating its first "
+                  f"{max_len - 1} tokens", file=sys.stderr)
+    hyps = translate_batches(translator.model, translator.tokenizer, loader, len(nonempty),
+                             device, decoding)
+    for i, nbest in zip(nonempty, hyps):
+        outputs[i] = nbest
+    return outputs
+
+
+@torch.no_grad()
+def plot_cross_attention(translator: Translator, sentence: str, hypothesis: Hypothesis,
+                         path: str, device: str) -> None:
+    """Heatmap of the last decoder block's encoder–decoder attention (mean over
+    heads) while the model reads ``hypothesis``, with subword tick labels."""
+    from training.plotting import show_heatmaps
+
+    model, tokenizer = translator.model, translator.tokenizer
+    loader, _ = source_batches(tokenizer, [sentence], model.config.max_len)
+    batch = next(iter(loader))
+    src, src_valid_len = batch["src"].to(device), batch["src_valid_len"].to(device)
+    tgt_in = torch.tensor([[tokenizer.bos_id] + hypothesis.ids[:-1]], device=device)
+    model.keep_attention_weights(True)
+    try:
+        model.decode(tgt_in, model.encode(src, src_valid_len), src_valid_len)
+        weights = model.decoder.blks[-1].attention2.attention.attention_weights  # (1, H, T, S)
+    finally:
+        model.keep_attention_weights(False)
+    show_heatmaps(weights.mean(dim=1, keepdim=True), xlabel="source subwords",
+                  ylabel="output subwords", titles=["encoder-decoder attention (last block)"],
+                  figsize=(max(4.0, 0.35 * src.shape[1]), max(4.0, 0.35 * tgt_in.shape[1])),
+                  xticklabels=tokenizer.pieces(src[0].tolist()),
+                  yticklabels=tokenizer.pieces(hypothesis.ids), path=path)
+    print(f"wrote attention heatmap of {sentence!r} to {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     translator = load_translator(args.ckpt, args.device)
-    max_len = translator.model.config.max_len
-    a = args.max_len_a if args.max_len_a is not None else translator.hparams["max_len_a"]
-    b = args.max_len_b if args.max_len_b is not None else translator.hparams["max_len_b"]
+    beam = args.beam if args.beam is not None else max(translator.decoding().beam_size,
+                                                       args.nbest)
+    decoding = translator.decoding(beam_size=beam, alpha=args.lenpen, nbest=args.nbest,
+                                   max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+    batch_size = args.batch_size
     if args.sentences:
         lines: Iterable[str] = args.sentences
     elif args.input:
         lines = open(args.input, encoding="utf-8", errors="replace")
     else:
+        sys.stdin.reconfigure(errors="replace")
         lines = sys.stdin
-    for chunk in _chunks(lines, args.batch_size):
-        nonempty = [i for i, s in enumerate(chunk) if s.strip()]
-        outputs = [""] * len(chunk)
-        if nonempty:
-            texts = [chunk[i] for i in nonempty]
-            loader, truncated = source_batches(translator.tokenizer, texts, max_len)
-            for i, cut in zip(nonempty, truncated):
-                if cut:
-                    print(f"warning: input line of {len(chunk[i])} characters was truncated "
-                          f"to the model's {max_len} tokens", file=sys.stderr)
-            with torch.no_grad():
-                hyps = translate_batches(translator.model, translator.tokenizer, loader,
-                                         len(texts), args.device, a, b)
-            for i, hyp in zip(nonempty, hyps):
-                outputs[i] = hyp
-        sys.stdout.write("".join(out + "\n" for out in outputs))
+        if sys.stdin.isatty():
+            batch_size = 1  # interactive: answer every line at once
+    count = 0
+    plotted = args.attention_plot is None
+    for batch in read_batches(lines, batch_size):
+        outputs = translate_lines(translator, batch, decoding, args.device, count)
+        for offset, (line, nbest) in enumerate(zip(batch, outputs)):
+            if nbest is None:
+                sys.stdout.write("\n" if decoding.nbest == 1 else "")
+            elif decoding.nbest == 1:
+                sys.stdout.write(nbest[0].text + "\n")
+            else:
+                for hyp in nbest:
+                    sys.stdout.write(f"{count + offset} ||| {hyp.text} ||| {hyp.score:.4f}\n")
+            if not plotted and nbest is not None:
+                plot_cross_attention(translator, line, nbest[0], args.attention_plot, args.device)
+                plotted = True
         sys.stdout.flush()
+        count += len(batch)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 
 References: per-row ``torch.softmax`` over the valid prefix (masked_softmax),
 ``F.scaled_dot_product_attention`` (DotProductAttention), a naive loop over
-``w_v^T tanh(W_q q + W_k k)`` (AdditiveAttention), ``nn.MultiheadAttention``
-with copied weights and a loop over heads (MultiHeadAttention),
+``w_v^T tanh(W_q q + W_k k)`` and the unchunked formula (AdditiveAttention),
+``nn.MultiheadAttention`` with copied weights and a loop over heads
+(MultiHeadAttention),
 ``torch.autograd.gradcheck`` in float64, and the padding / causality
 invariances. Tensors are tiny so the whole file runs in seconds on 2 cores.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -20,8 +22,8 @@ from torch.autograd import gradcheck
 from torch.testing import assert_close
 
 from model.attention import (SCORING_FUNCTIONS, AdditiveAttention, DotProductAttention,
-                             MultiHeadAttention, causal_valid_lens, masked_softmax,
-                             valid_mask)
+                             MultiHeadAttention, _ChunkedAdditiveScores, _naive_additive_scores,
+                             causal_valid_lens, masked_softmax, valid_mask)
 
 B, H, Q, K = 3, 2, 4, 6  # batch, heads, queries, keys
 
@@ -282,6 +284,124 @@ def test_additive_gradcheck_float64():
     v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     assert gradcheck_module(attention, (q, k, v), torch.tensor([4, 2]))
     assert gradcheck_module(attention, (q, k, v), torch.tensor([[1, 2, 3], [0, 4, 1]]))
+
+
+# ---------------------------------------------------------------- AdditiveAttention: chunked
+
+A = 7  # additive hidden size in the chunked tests
+
+
+def chunked_and_naive(chunk_size: int, ndim: int):
+    """Two AdditiveAttention with the same weights: one computing ``chunk_size``
+    queries at a time (its budget set to that many queries), one unchunked."""
+    naive = AdditiveAttention(A, 0.0, key_size=5, query_size=5, chunk_elements=None)
+    chunked = copy.deepcopy(naive)
+    lead = B if ndim == 3 else B * H
+    chunked.chunk_elements = chunk_size * lead * K * A  # elements of (B, [H,] c, K, A)
+    return chunked, naive
+
+
+def forward_backward(attention: AdditiveAttention, q, k, v, valid_lens, grad_out):
+    """Output, weights and the gradients of queries, keys, values and every parameter."""
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    out = attention(q, k, v, valid_lens)
+    out.backward(grad_out)
+    grads = {"queries": q.grad, "keys": k.grad, "values": v.grad}
+    grads.update({name: p.grad for name, p in attention.named_parameters()})
+    return out, attention.attention_weights, grads
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5], ids=lambda c: f"chunk{c}")  # Q=4: 3 leaves 1
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_additive_chunked_equals_naive_values_and_gradients(pattern, ndim, chunk_size):
+    q, k, v = qkv(ndim)
+    valid_lens = lens_of(pattern)
+    chunked, naive = chunked_and_naive(chunk_size, ndim)
+    assert chunked.chunk_size(chunked.W_q(q), chunked.W_k(k)) == chunk_size
+    grad_out = torch.randn(*q.shape[:-1], v.shape[-1])
+
+    out, weights, grads = forward_backward(chunked, q, k, v, valid_lens, grad_out)
+    ref_out, ref_weights, ref_grads = forward_backward(naive, q, k, v, valid_lens, grad_out)
+    assert_close(out, ref_out)
+    assert_close(weights, ref_weights)
+    assert grads.keys() == ref_grads.keys() and len(grads) == 6  # q, k, v, W_k, W_q, w_v
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], msg=lambda m: f"gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2])  # Q=3: 2 leaves 1
+def test_additive_chunked_gradcheck_float64(chunk_size):
+    attention = AdditiveAttention(4, 0.0, key_size=3, query_size=2, chunk_elements=None).double()
+    q = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    attention.chunk_elements = chunk_size * 2 * 4 * 4  # (B, c, K, A)
+    assert attention.chunk_size(attention.W_q(q), attention.W_k(k)) == chunk_size
+    assert gradcheck_module(attention, (q, k, v), None)
+    assert gradcheck_module(attention, (q, k, v), torch.tensor([4, 2]))
+    assert gradcheck_module(attention, (q, k, v), torch.tensor([[1, 2, 3], [0, 4, 1]]))
+
+
+def test_additive_chunked_scores_broadcast_like_naive():
+    """Queries and keys whose leading dimensions broadcast, as the formula allows."""
+    q = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)  # (B, 1, Q, A)
+    k = torch.randn(1, 3, 5, 4, dtype=torch.float64, requires_grad=True)  # (1, H, K, A)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)  # (A,)
+    assert gradcheck(lambda q, k, w: _ChunkedAdditiveScores.apply(q, k, w, 2), (q, k, w))
+    grad = torch.randn(2, 3, 3, 5, dtype=torch.float64)
+    chunked = torch.autograd.grad(_ChunkedAdditiveScores.apply(q, k, w, 2), (q, k, w), grad)
+    naive = torch.autograd.grad(_naive_additive_scores(q, k, w), (q, k, w), grad)
+    for ours, ref in zip(chunked, naive):
+        assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_additive_chunked_under_bf16_autocast(chunk_size):
+    """Training runs forward under bf16 autocast, backward outside it: same
+    result as naive within bf16 precision, gradients in the parameters' dtype."""
+    q, k, v = qkv(4)
+    grad_out = torch.randn(B, H, Q, 3)
+    results = []
+    for attention in chunked_and_naive(chunk_size, 4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attention(q, k, v, lens_of("ragged"))
+        out.backward(grad_out.to(out.dtype))
+        results.append((out, {name: p.grad for name, p in attention.named_parameters()}))
+    (out, grads), (ref_out, ref_grads) = results
+    assert out.dtype == ref_out.dtype == torch.bfloat16
+    assert_close(out, ref_out, atol=2e-2, rtol=2e-2)
+    assert len(grads) == 3
+    for name in grads:
+        assert grads[name].dtype == torch.float32  # the parameters' dtype
+        assert_close(grads[name], ref_grads[name], atol=5e-2, rtol=5e-2)
+
+
+def test_additive_chunked_saves_no_hidden_tensor():
+    """What autograd keeps for backward: the naive formula saves the whole
+    ``(B, H, Q, K, A)`` hidden tensor, the chunked one nothing that large."""
+    q, k, v = qkv(4)
+    hidden = B * H * Q * K * A
+    chunked, naive = chunked_and_naive(2, 4)
+    for attention, saves_hidden in ((chunked, False), (naive, True)):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t.numel()) or t, lambda t: t):
+            attention(q.requires_grad_(), k, v, lens_of("ragged"))
+        assert (max(saved) >= hidden) == saves_hidden, (attention.chunk_elements, max(saved))
+
+
+def test_additive_chunk_size_from_budget():
+    attention = AdditiveAttention(32, 0.0, key_size=32, query_size=32)
+    q, k = (torch.empty(64, 8, 64, 32, device="meta") for _ in range(2))  # projected (B, H, Q|K, A)
+    per_query = 64 * 8 * 64 * 32
+    assert attention.chunk_size(q, k) == 2 ** 22 // per_query == 4  # the default budget
+    attention.chunk_elements = 10 * per_query - 1
+    assert attention.chunk_size(q, k) == 9
+    attention.chunk_elements = 1  # below one query: still one query at a time
+    assert attention.chunk_size(q, k) == 1
+    attention.chunk_elements = None
+    assert attention.chunk_size(q, k) is None
 
 
 # ---------------------------------------------------------------- MultiHeadAttention

@@ -334,8 +334,7 @@ def test_validation_matches_translate(trained):
     references = read_raw(trained["data"], "val", "de")
     hyps = translate(translator.model, translator.tokenizer, sources,
                      translator.model.config.max_len,
-                     max_len_a=translator.hparams["max_len_a"],
-                     max_len_b=translator.hparams["max_len_b"])
+                     decoding=translator.decoding())
     val_hyps = cli.model._val_hyps  # hypotheses of the last validation epoch, by index
     assert [val_hyps[i] for i in range(len(sources))] == hyps
     bleu = sacrebleu.corpus_bleu(hyps, [references]).score
@@ -389,8 +388,7 @@ def test_translate_script_keeps_lines(trained):
         nonempty = [line for line in chunk if line.strip()]
         expected = iter(translate(translator.model, translator.tokenizer, nonempty,
                                   translator.model.config.max_len,
-                                  max_len_a=translator.hparams["max_len_a"],
-                                  max_len_b=translator.hparams["max_len_b"]))
+                                  decoding=translator.decoding()))
         for line, out in zip(chunk, outputs[batch_start: batch_start + 4]):
             assert out == (next(expected) if line.strip() else "")
 

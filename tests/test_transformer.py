@@ -291,6 +291,7 @@ def reference_greedy_sentences(model: Transformer, src, src_valid_len, eos_id,
         tokens = [BOS]
         while True:
             logits = model.decode(torch.tensor([tokens]), enc_outputs, valid_len)  # (1, t, V)
+            logits[..., [PAD, BOS]] = float("-inf")  # never produced by decoding
             token = int(logits[0, -1].argmax())
             if len(tokens) == limit:
                 token = eos_id
@@ -371,3 +372,48 @@ def test_greedy_decode_respects_length_limits(attention, norm_first,
         # Every sentence runs to its limit, ends with EOS, then padding.
         assert row[limit - 1] == eos_id and eos_id not in row[:limit - 1]
         assert row[limit:] == [PAD] * (len(row) - limit)
+
+
+# ---------------------------------------------------------------- incremental decoding
+
+@attention_types
+@norm_placements
+@pytest.mark.parametrize("chunks", [[1] * 6, [2, 1, 3], [6]], ids=["one_by_one", "mixed", "all"])
+def test_cached_decoding_matches_full_prefix(attention, norm_first, chunks):
+    """Feeding the target in pieces through a DecoderCache gives the logits of
+    decoding the whole prefix at once (reference: the training-time path)."""
+    model = make_model(attention=attention, norm_first=norm_first)
+    src = padded_source()
+    tgt = random_tokens(len(SRC_VALID_LEN), sum(chunks))
+    enc_outputs = model.encode(src, SRC_VALID_LEN)
+    expected = model.decode(tgt, enc_outputs, SRC_VALID_LEN)  # (B, T, V)
+
+    cache, pieces, start = model.init_cache(), [], 0
+    for size in chunks:
+        pieces.append(model.decode(tgt[:, start:start + size], enc_outputs, SRC_VALID_LEN, cache))
+        start += size
+    assert cache.length == tgt.shape[1]
+    assert_close(torch.cat(pieces, dim=1), expected, rtol=1e-5, atol=1e-5)
+
+
+@attention_types
+def test_cached_greedy_decode_equals_uncached(attention):
+    model = decoding_model(attention, True, 32)
+    src = padded_source(DECODE_SRC_LEN, S=8)
+    cached = greedy_decode(model, src, DECODE_SRC_LEN, BOS, EOS, PAD, 1.5, 2, use_cache=True)
+    uncached = greedy_decode(model, src, DECODE_SRC_LEN, BOS, EOS, PAD, 1.5, 2, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_cache_reorder_selects_rows():
+    model = make_model()
+    src = padded_source()
+    enc_outputs = model.encode(src, SRC_VALID_LEN)
+    cache = model.init_cache()
+    model.decode(random_tokens(3, 2), enc_outputs, SRC_VALID_LEN, cache)
+    before = [{k: (a.clone(), b.clone()) for k, (a, b) in layer.items()} for layer in cache.layers]
+    index = torch.tensor([2, 0, 0])
+    cache.reorder(index)
+    for layer, old in zip(cache.layers, before):
+        for name, (k, v) in layer.items():
+            assert torch.equal(k, old[name][0][index]) and torch.equal(v, old[name][1][index])

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple
 
 import sacrebleu
 import torch
@@ -13,24 +14,76 @@ from torch.utils.data import DataLoader
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.datamodule import encode_sources
 from data.tokenizer import Tokenizer
-from model.decoding import greedy_decode
+from model.decoding import beam_search, greedy_decode
 
-__all__ = ["decode_batch", "translate_batches", "translate", "corpus_scores", "source_batches"]
+__all__ = ["DecodingConfig", "Hypothesis", "decode_batch", "translate_batches", "translate", "corpus_scores",
+           "source_batches"]
+
+
+@dataclass
+class DecodingConfig:
+    """How to decode: the settings shared by validation, evaluation and translation.
+
+    Attributes:
+        beam_size: beams per sentence; 1 is greedy decoding.
+        alpha: GNMT length-penalty exponent (beam search only).
+        max_len_a: output length limit ``a * source_length + b`` (a).
+        max_len_b: output length limit (b).
+        nbest: hypotheses returned per sentence (<= ``beam_size``).
+        use_cache: incremental decoding with a key/value cache.
+    """
+
+    beam_size: int = 1
+    alpha: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    nbest: int = 1
+    use_cache: bool = True
+
+
+class Hypothesis(NamedTuple):
+    """One translation: detokenized text, its length-normalized log-probability
+    (None for greedy decoding), and its output ids (EOS included)."""
+
+    text: str
+    score: float | None
+    ids: list[int]
 
 
 def decode_batch(model: nn.Module, tokenizer: Tokenizer, batch: dict[str, torch.Tensor],
-                 max_len_a: float = 1.2, max_len_b: int = 10) -> list[str]:
-    """Greedy-decode one batch dict (``src``, ``src_valid_len``) to detokenized strings."""
-    out = greedy_decode(model, batch["src"], batch["src_valid_len"], bos_id=tokenizer.bos_id,
-                        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                        max_len_a=max_len_a, max_len_b=max_len_b)
-    return tokenizer.decode(out.tolist())
+                 decoding: DecodingConfig | None = None) -> list[list[Hypothesis]]:
+    """Decode one batch dict (``src`` ``(B, S)``, ``src_valid_len`` ``(B,)``).
+
+    Returns:
+        Per sentence, its ``decoding.nbest`` hypotheses, best first.
+    """
+    d = decoding or DecodingConfig()
+    special = dict(bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+    if d.beam_size == 1:
+        out = greedy_decode(model, batch["src"], batch["src_valid_len"], **special,
+                            max_len_a=d.max_len_a, max_len_b=d.max_len_b,
+                            use_cache=d.use_cache)
+        ids = [_until_eos(row, tokenizer.eos_id) for row in out.tolist()]
+        return [[Hypothesis(text, None, row)] for text, row in zip(tokenizer.decode(ids), ids)]
+    result = beam_search(model, batch["src"], batch["src_valid_len"], **special,
+                         beam_size=d.beam_size, max_len_a=d.max_len_a, max_len_b=d.max_len_b,
+                         alpha=d.alpha, nbest=d.nbest, use_cache=d.use_cache)
+    B, N, L = result.tokens.shape
+    ids = [_until_eos(row, tokenizer.eos_id) for row in result.tokens.reshape(B * N, L).tolist()]
+    hyps = [Hypothesis(text, score, row) for text, score, row in
+            zip(tokenizer.decode(ids), result.scores.reshape(-1).tolist(), ids)]
+    return [hyps[i * N:(i + 1) * N] for i in range(B)]
+
+
+def _until_eos(ids: list[int], eos_id: int) -> list[int]:
+    """Ids up to and including the first EOS (padding after it dropped)."""
+    return ids[: ids.index(eos_id) + 1] if eos_id in ids else ids
 
 
 def translate_batches(model: nn.Module, tokenizer: Tokenizer,
                       batches: Iterable[dict[str, torch.Tensor]], num_sentences: int,
-                      device: torch.device | str = "cpu", max_len_a: float = 1.2,
-                      max_len_b: int = 10) -> list[str]:
+                      device: torch.device | str = "cpu",
+                      decoding: DecodingConfig | None = None) -> list[list[Hypothesis]]:
     """Decode length-bucketed batches and return hypotheses in the original order.
 
     Args:
@@ -39,16 +92,18 @@ def translate_batches(model: nn.Module, tokenizer: Tokenizer,
         num_sentences: N, the number of sentences the batches cover.
 
     Returns:
-        ``N`` detokenized hypotheses, in input order.
+        ``N`` lists of ``decoding.nbest`` hypotheses, in input order.
+
+    Raises:
+        RuntimeError: if the batches did not cover every index.
     """
-    hyps: list[str | None] = [None] * num_sentences
+    hyps: list[list[Hypothesis] | None] = [None] * num_sentences
     for batch in batches:
-        src = batch["src"].to(device)
-        src_valid_len = batch["src_valid_len"].to(device)
-        texts = decode_batch(model, tokenizer, {"src": src, "src_valid_len": src_valid_len},
-                             max_len_a, max_len_b)
-        for i, text in zip(batch["index"].tolist(), texts):
-            hyps[i] = text
+        on_device = {"src": batch["src"].to(device),
+                     "src_valid_len": batch["src_valid_len"].to(device)}
+        for i, nbest in zip(batch["index"].tolist(), decode_batch(model, tokenizer, on_device,
+                                                                  decoding)):
+            hyps[i] = nbest
     missing = [i for i, h in enumerate(hyps) if h is None]
     if missing:
         raise RuntimeError(f"{len(missing)} sentences were not decoded (first: {missing[:5]})")
@@ -73,13 +128,13 @@ def source_batches(tokenizer: Tokenizer, sentences: list[str], max_len: int,
 @torch.no_grad()
 def translate(model: nn.Module, tokenizer: Tokenizer, sentences: list[str], max_len: int,
               device: torch.device | str = "cpu", max_tokens: int = 8192,
-              max_len_a: float = 1.2, max_len_b: int = 10) -> list[str]:
-    """Translate raw sentences (batched by length) and return them in input order."""
+              decoding: DecodingConfig | None = None) -> list[str]:
+    """Translate raw sentences (batched by length); the best hypothesis of each, in order."""
     if not sentences:
         return []
     loader, _ = source_batches(tokenizer, sentences, max_len, max_tokens)
-    return translate_batches(model, tokenizer, loader, len(sentences), device,
-                             max_len_a, max_len_b)
+    return [nbest[0].text for nbest in translate_batches(model, tokenizer, loader, len(sentences),
+                                                    device, decoding)]
 
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:

@@ -1,4 +1,5 @@
-"""Stage 4: the ``LightningModule`` that trains a :class:`model.Transformer`.
+"""Stage 4: the ``LightningModule`` that trains a :class:`model.Transformer` or a
+:class:`model.RNNEncoderDecoder` (whichever ``config`` describes).
 
 It owns what the network does not: the label-smoothed loss, Adam with
 warmup + inverse-square-root decay, validation BLEU, and the self-contained
@@ -16,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from data.tokenizer import PAD_ID, Tokenizer
+from model.build import build_model, config_from_dict
 from model.config import TransformerConfig
-from model.transformer import Transformer
+from model.rnn import RNNConfig
 
-from .evaluation import corpus_scores, decode_batch
+from .evaluation import DecodingConfig, corpus_scores, decode_batch
 
 __all__ = ["TranslationModule", "inverse_sqrt_schedule", "CHECKPOINT_FORMAT"]
 
@@ -42,10 +44,12 @@ def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
 
 
 class TranslationModule(L.LightningModule):
-    """Train and validate an encoder–decoder Transformer.
+    """Train and validate an encoder–decoder network.
 
     Args:
-        config: the network's sizes (``model.config.TransformerConfig``).
+        config: the network's sizes: a ``model.config.TransformerConfig``, or a
+            ``model.rnn.RNNConfig`` (in YAML: ``arch: rnn``); the network is
+            ``model.build.build_model(config)``.
         vocab_size: overrides ``config.vocab_size``; the CLI links it to
             ``data.vocab_size`` so model and tokenizer always agree.
         label_smoothing: epsilon of label-smoothed cross-entropy.
@@ -56,6 +60,9 @@ class TranslationModule(L.LightningModule):
         weight_decay: decoupled weight decay (AdamW); 0 gives Adam.
         max_len_a: decoding length limit ``a * source_length + b`` (a).
         max_len_b: decoding length limit (b).
+        beam_size: beam size of validation decoding (1: greedy); also the
+            default of ``scripts/evaluate.py`` and ``scripts/translate.py``.
+        length_penalty: GNMT length-penalty exponent alpha for beam search.
 
     Shapes:
         batches as produced by :func:`data.batching.collate_batch`.
@@ -64,15 +71,16 @@ class TranslationModule(L.LightningModule):
     smoothing 0.1); Szegedy et al. 2016 (label smoothing).
     """
 
-    def __init__(self, config: TransformerConfig = None,  # type: ignore[assignment]
+    def __init__(self, config: TransformerConfig | RNNConfig | None = None,
                  vocab_size: int | None = None, label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
-                 weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10):
+                 weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
+                 beam_size: int = 1, length_penalty: float = 1.0):
         super().__init__()
         if config is None:
             config = TransformerConfig()
         elif isinstance(config, dict):
-            config = TransformerConfig(**config)
+            config = config_from_dict(config)
         overrides = {"pad_id": PAD_ID}
         if vocab_size is not None:
             overrides["vocab_size"] = vocab_size
@@ -81,9 +89,12 @@ class TranslationModule(L.LightningModule):
         self.save_hyperparameters({
             "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
             "warmup_steps": warmup_steps, "betas": tuple(betas), "eps": eps,
-            "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b})
+            "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b,
+            "beam_size": beam_size, "length_penalty": length_penalty})
+        self.decoding = DecodingConfig(beam_size=beam_size, alpha=length_penalty,
+                                       max_len_a=max_len_a, max_len_b=max_len_b)
         self.config = config
-        self.model = Transformer(config)
+        self.model = build_model(config)
         self.tokenizer: Tokenizer | None = None
         self._val_hyps: dict[int, str] = {}
 
@@ -133,9 +144,8 @@ class TranslationModule(L.LightningModule):
         return loss, batch["tgt_valid_len"].sum()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, num_tokens = self.loss(batch)
+        loss, _ = self.loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
         return loss
 
     def configure_optimizers(self):
@@ -160,9 +170,8 @@ class TranslationModule(L.LightningModule):
         self.log("val_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
         if self.trainer.sanity_checking or self.tokenizer is None:
             return
-        hyps = decode_batch(self.model, self.tokenizer, batch, self.hparams.max_len_a,
-                            self.hparams.max_len_b)
-        self._val_hyps.update(zip(batch["index"].tolist(), hyps))
+        hyps = decode_batch(self.model, self.tokenizer, batch, self.decoding)
+        self._val_hyps.update((i, nbest[0].text) for i, nbest in zip(batch["index"].tolist(), hyps))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._val_hyps:

@@ -1,0 +1,251 @@
+"""Tests of the attention comparison: its three configs, the SpeedMonitor
+callback (training/callbacks.py) and scripts/compare_attention.py.
+
+References: the YAML files themselves (the two Transformer configs differ only
+in ``model.config.attention``), token counts summed by hand, means and sample
+standard deviations computed here from synthetic per-run metrics, and
+``load_translator`` on the checkpoints a tiny real comparison writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from data.datamodule import TranslationDataModule
+from model.rnn import RNNEncoderDecoder
+from model.transformer import Transformer
+from training.callbacks import SpeedMonitor
+from training.checkpoint import load_translator
+from training.module import TranslationModule
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("transformer_dot", "transformer_additive", "rnn")
+CONFIGS = {name: REPO / "configs" / f"compare_{name}.yaml" for name in NAMES}
+
+
+def load_script(name: str):
+    """Import ``scripts/{name}.py`` as a module (the scripts folder is no package)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def compare():
+    return load_script("compare_attention")
+
+
+# ------------------------------------------------------------------ configs
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Nested dicts/lists -> ``{"trainer.callbacks.0.init_args.dirpath": ...}``."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix: value}
+    flat = {}
+    for key, sub in items:
+        flat.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def settings(name: str) -> dict[str, object]:
+    """A config's keys, with its own name in output paths replaced by ``<name>``."""
+    flat = flatten(yaml.safe_load(CONFIGS[name].read_text()))
+    return {k: v.replace(f"compare_{name}", "<name>") if isinstance(v, str) else v
+            for k, v in flat.items()}
+
+
+def test_transformer_configs_differ_only_in_attention():
+    dot, additive = settings("transformer_dot"), settings("transformer_additive")
+    assert dot.keys() == additive.keys()
+    differ = {k: (dot[k], additive[k]) for k in dot if dot[k] != additive[k]}
+    assert differ == {"model.config.attention": ("dot", "additive")}
+    # Output folders are the only other difference (replaced by <name> above).
+    assert dot["trainer.default_root_dir"] == "runs/<name>"
+
+
+def test_rnn_config_shares_data_budget_and_optimizer():
+    """Everything outside model.config (trainer, callbacks, optimizer, data) is
+    the Transformers'."""
+    dot, rnn = settings("transformer_dot"), settings("rnn")
+    outside = lambda flat: {k: v for k, v in flat.items() if not k.startswith("model.config.")}  # noqa: E731
+    assert outside(rnn) == outside(dot)
+    assert rnn["model.config.arch"] == "rnn" and dot["model.config.arch"] == "transformer"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compare_config_parses(name, tmp_path, monkeypatch):
+    """Each config builds its network through TranslationCLI(run=False)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    train = load_script("train")
+    cli = train.TranslationCLI(TranslationModule, TranslationDataModule,
+                               args=["--config", str(CONFIGS[name])], run=False)
+    raw = yaml.safe_load(CONFIGS[name].read_text())
+    expected = RNNEncoderDecoder if name == "rnn" else Transformer
+    assert type(cli.model.model) is expected
+    assert {k: getattr(cli.model.config, k) for k in raw["model"]["config"]} == \
+        raw["model"]["config"]
+    assert cli.model.config.vocab_size == raw["data"]["vocab_size"]
+    assert any(isinstance(c, SpeedMonitor) for c in cli.trainer.callbacks)
+    assert cli.trainer.max_steps == raw["trainer"]["max_steps"]
+
+
+# ------------------------------------------------------------ SpeedMonitor
+class _DictBatches(L.LightningModule):
+    """A linear layer trained on dict batches that carry ``tgt_valid_len``."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch["x"]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_bleu", 1.0)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_speed_monitor_logs_tokens_time_and_memory(tmp_path):
+    lengths = torch.arange(1, 17)  # 16 sequences, 4 per batch
+    data = [{"x": torch.randn(2), "tgt_valid_len": n} for n in lengths]
+    loader = DataLoader(data, batch_size=4)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, callbacks=[SpeedMonitor()],
+                        logger=L.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=1, log_every_n_steps=1,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(_DictBatches(), loader, loader)
+    with open(next(tmp_path.glob("lightning_logs/version_0/metrics.csv")), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train_tokens")]
+    assert len(rows) == 2  # one per validation, none for the sanity check
+    assert [float(r["train_tokens"]) for r in rows] == [lengths.sum().item(),
+                                                         2 * lengths.sum().item()]
+    last = {k: float(v) for k, v in rows[-1].items() if v}
+    assert 0 < last["train_time"] <= last["wall_time"]
+    assert last["train_tokens_per_sec"] == pytest.approx(last["train_tokens"] / last["train_time"],
+                                                         rel=1e-4)
+    assert last["peak_memory_mb"] > 10  # the process's peak RSS
+
+
+# ------------------------------------------------------------ the script
+def test_run_override_moves_outputs_and_sets_budget(compare, tmp_path):
+    raw = yaml.safe_load(CONFIGS["rnn"].read_text())
+    raw["trainer"]["callbacks"] = [c for c in raw["trainer"]["callbacks"]
+                                   if not c["class_path"].endswith("SpeedMonitor")]
+    run_dir = tmp_path / "rnn_seed3"
+    override = compare.run_override(raw, run_dir, seed=3, max_steps=300, max_minutes=7.5,
+                                    num_evals=3)
+    trainer = override["trainer"]
+    assert override["seed_everything"] == 3 and override["data"]["seed"] == 3
+    assert (trainer["max_steps"], trainer["val_check_interval"]) == (300, 100)
+    assert trainer["check_val_every_n_epoch"] is None and trainer["max_time"] == "00:00:07:30"
+    assert trainer["logger"]["init_args"]["save_dir"] == str(run_dir)
+    dirpaths = [c["init_args"]["dirpath"] for c in trainer["callbacks"]
+                if "dirpath" in c.get("init_args", {})]
+    assert dirpaths == [str(run_dir / "checkpoints")] * 2
+    assert trainer["callbacks"][-1]["class_path"] == "training.callbacks.SpeedMonitor"
+    assert "max_time" not in compare.run_override(raw, run_dir, 1)["trainer"]  # config's budget
+
+
+def synthetic_results(compare) -> list:
+    results = []
+    for model, base in (("transformer_dot", 20.0), ("rnn", 10.0)):
+        for seed, delta in ((1, -1.0), (2, 1.0)):
+            results.append(compare.RunResult(
+                model, seed, parameters=1000.0, train_tokens_per_sec=5000 + 100 * delta,
+                peak_memory_mb=800.0, wall_time=60 + delta, process_seconds=75.0, steps=300,
+                best_step=300, val_bleu=base + delta, val_chrf=2 * base + delta,
+                test_bleu=base + delta / 2, test_chrf=2 * base,
+                train_loss=[(s, 8 - s / 100 + delta / 10) for s in range(0, 301, 25)],
+                validations=[(100, 20 + delta, base / 3), (200, 40 + delta, 2 * base / 3),
+                             (300, 60 + delta, base + delta)]))
+    results.append(compare.RunResult("transformer_additive", 1,
+                                     status="failed (exit code 1, see train.log)"))
+    return results
+
+
+def test_write_report_from_synthetic_runs(compare, tmp_path):
+    results = synthetic_results(compare)
+    paths = compare.write_report(results, tmp_path, "python scripts/compare_attention.py --x",
+                                 "test machine", "300 updates")
+    for name in ("val_bleu_steps", "val_bleu_time", "train_loss"):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(paths["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 + 2 * 3  # 5 runs, then mean and std per model
+    by_key = {(r["model"], r["seed"]): r for r in rows}
+    assert float(by_key["transformer_dot", "1"]["val_bleu"]) == 19.0
+    assert float(by_key["transformer_dot", "mean"]["val_bleu"]) == pytest.approx(20.0)
+    assert float(by_key["transformer_dot", "std"]["val_bleu"]) == pytest.approx(math.sqrt(2))
+    assert float(by_key["rnn", "mean"]["train_tokens_per_sec"]) == pytest.approx(5000)
+    assert by_key["transformer_additive", "mean"]["val_bleu"] == ""  # no successful run
+    assert by_key["transformer_additive", "1"]["status"].startswith("failed")
+
+    report = paths["report"].read_text()
+    assert "`python scripts/compare_attention.py --x`" in report and "test machine" in report
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| model | runs | parameters | train tokens/s | peak memory")
+    assert table[1] == ("| transformer_dot | 2 | 1,000 | 5,000 ± 141 | 800 ± 0 | 60 ± 1 | "
+                        "20.00 ± 1.41 | 40.00 ± 1.41 | 20.00 ± 0.71 | 40.00 ± 0.00 |")
+    assert table[2].startswith("| rnn | 2 | 1,000 | ")
+    assert table[3] == "| transformer_additive | 0 | " + " | ".join(["–"] * 8) + " |"
+    assert "transformer_additive seed 1: failed" in report
+    for name in ("val_bleu_steps.png", "val_bleu_time.png", "train_loss.png"):
+        assert f"({name})" in report
+
+
+def tiny_config(name: str, tmp_path: Path, data: Path) -> Path:
+    """A shipped compare config with a tiny network and the 400-pair corpus."""
+    raw = yaml.safe_load(CONFIGS[name].read_text())
+    raw["model"]["config"] = (
+        {"arch": "rnn", "num_hiddens": 32, "num_layers": 1} if name == "rnn" else
+        {**raw["model"]["config"], "num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
+         "num_enc_blks": 1, "num_dec_blks": 1})
+    raw["model"]["warmup_steps"] = 2
+    raw["trainer"]["precision"] = "32-true"
+    raw["data"].update(source=str(data), cache_dir=str(tmp_path / "cache"), vocab_size=400,
+                       max_tokens=1024)
+    path = tmp_path / f"compare_{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_compare_main_tiny_run(compare, multi30k_small, tmp_path, monkeypatch):
+    """Three tiny models, one seed, 6 updates each: every run trains, validates
+    twice, is tested, and the report covers all of them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocesses
+    configs = [str(tiny_config(name, tmp_path, multi30k_small)) for name in NAMES]
+    out = tmp_path / "report"
+    results = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1",
+                            "--out", str(out), "--device", "cpu"])
+    assert [(r.model, r.seed, r.status) for r in results] == [(n, 1, "ok") for n in NAMES]
+    for r in results:
+        assert r.steps == 6 and [v[0] for v in r.validations] == [3, 6]
+        assert r.train_tokens_per_sec > 0 and r.peak_memory_mb > 0 and r.wall_time > 0
+        assert 0 <= r.test_bleu <= 100 and 0 < r.test_chrf <= 100
+        assert r.train_loss
+        translator = load_translator(out / f"{r.model}_seed1" / "checkpoints" / "best.ckpt")
+        assert translator.model.num_parameters() == r.parameters
+        assert type(translator.model) is (RNNEncoderDecoder if r.model == "rnn" else Transformer)
+        hyps = (out / f"{r.model}_seed1" / "test_2016_flickr.de.hyp").read_text().splitlines()
+        assert len(hyps) == 50
+    rows = list(csv.DictReader(open(out / "results.csv", newline="")))
+    assert len(rows) == 3 + 2 * 3
+    assert (out / "report.md").read_text().count("| 1 | ") == 3
