@@ -1,9 +1,12 @@
 """Stage 1: read a parallel corpus with Hugging Face ``datasets``.
 
-Two sources are supported:
+Three sources are supported:
 
 * a local directory of line-aligned raw text files named ``{split}.{lang}`` or
   ``{split}.{lang}.gz`` (the layout of ``../shared/data/multi30k``);
+* a Tatoeba zip from manythings.org (``../shared/data/tatoeba-fra-eng/fra-eng.zip``),
+  which has no official split: :mod:`data.tatoeba` makes a seeded split
+  grouped by the English sentence;
 * a Hugging Face hub dataset id whose rows have a ``translation`` column
   ``{lang: sentence}`` (e.g. ``bentrevett/multi30k``-style or ``wmt14``),
   read when the hub is reachable.
@@ -17,8 +20,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
+
+if TYPE_CHECKING:
+    from .tatoeba import GroupedSplit
 
 __all__ = ["CorpusError", "find_split_file", "load_parallel_corpus"]
 
@@ -68,18 +75,22 @@ def _drop_empty(ds: datasets.Dataset, split: str) -> datasets.Dataset:
 def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str,
                          splits: dict[str, str] | list[str],
                          cache_dir: str | None = None,
-                         hub_config: str | None = None) -> datasets.DatasetDict:
+                         hub_config: str | None = None,
+                         grouped_split: GroupedSplit | None = None) -> datasets.DatasetDict:
     """Read the given splits of a parallel corpus into ``src``/``tgt`` columns.
 
     Args:
-        source: a local directory (files ``{split}.{lang}[.gz]``) or a hub
-            dataset id with a ``translation`` column.
+        source: a local directory (files ``{split}.{lang}[.gz]``), a Tatoeba
+            zip file (:func:`data.tatoeba.load_tatoeba`: splits ``train``,
+            ``valid``, ``test``), or a hub dataset id with a ``translation`` column.
         src_lang, tgt_lang: language codes, e.g. ``"en"``, ``"de"``.
         splits: split names to read, or a mapping ``{our_name: corpus_name}``
             (e.g. ``{"test": "test_2016_flickr"}``); the result is keyed by
             ``our_name``.
         cache_dir: where ``datasets`` keeps its Arrow caches.
         hub_config: configuration name of a hub dataset (e.g. ``"de-en"``).
+        grouped_split: sizes and seed of the split of a Tatoeba zip (default
+            :class:`data.tatoeba.GroupedSplit()`); unused for other sources.
 
     Returns:
         ``DatasetDict`` of ``Dataset``s with string columns ``src`` and ``tgt``,
@@ -92,6 +103,9 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
     """
     if not isinstance(splits, dict):
         splits = {name: name for name in splits}
+    if Path(source).is_file():
+        from .tatoeba import load_tatoeba  # here: data.tatoeba imports CorpusError from this module
+        return load_tatoeba(source, src_lang, tgt_lang, splits, cache_dir, grouped_split)
     if Path(source).exists():
         out = {}
         for name, corpus_split in splits.items():

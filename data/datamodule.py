@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from .batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from .corpus import find_split_file, load_parallel_corpus
+from .tatoeba import GroupedSplit
 from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
 __all__ = ["TranslationDataModule", "encode_sources"]
@@ -45,18 +47,25 @@ class TranslationDataModule(L.LightningDataModule):
 
     Token ids and the SentencePiece model are cached under ``cache_dir`` in a
     folder named by a hash of everything they depend on (corpus files and
-    their sizes/mtimes, languages, splits, vocabulary settings), so a second
-    run reads them instead of re-tokenizing.
+    their sizes/mtimes, languages, splits, vocabulary settings; for a
+    Tatoeba zip also the split sizes and seed), so a second run reads them
+    instead of re-tokenizing.
 
     Args:
-        source: local directory of ``{split}.{lang}[.gz]`` files, or a hub
-            dataset id with a ``translation`` column.
+        source: local directory of ``{split}.{lang}[.gz]`` files, a Tatoeba zip
+            (``fra-eng.zip``; splits ``train``/``valid``/``test`` made by
+            :mod:`data.tatoeba`), or a hub dataset id with a ``translation`` column.
         src_lang: source language code.
         tgt_lang: target language code.
         train_split: corpus name of the training split.
         valid_split: corpus name of the validation split.
         test_split: corpus name of the test split.
         hub_config: configuration name of a hub dataset (unused for directories).
+        valid_size: Tatoeba zip only: pairs in the validation split (whole
+            English-sentence groups, so slightly more).
+        test_size: Tatoeba zip only: pairs in the test split (likewise).
+        split_seed: Tatoeba zip only: seed of the grouped split (not of batch
+            shuffling, so ``seed`` can change without changing the test set).
         vocab_size: joint SentencePiece vocabulary size (special pieces included).
         spm_model_type: ``unigram`` or ``bpe``.
         max_len: longest sequence in tokens; longer training pairs are dropped
@@ -75,6 +84,7 @@ class TranslationDataModule(L.LightningDataModule):
     def __init__(self, source: str = "../shared/data/multi30k", src_lang: str = "en",
                  tgt_lang: str = "de", train_split: str = "train", valid_split: str = "val",
                  test_split: str = "test_2016_flickr", hub_config: str | None = None,
+                 valid_size: int = 5000, test_size: int = 5000, split_seed: int = 0,
                  vocab_size: int = 8000, spm_model_type: str = "unigram", max_len: int = 128,
                  max_tokens: int = 4096, eval_max_tokens: int = 8192,
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0):
@@ -83,6 +93,7 @@ class TranslationDataModule(L.LightningDataModule):
         self.source, self.src_lang, self.tgt_lang = source, src_lang, tgt_lang
         self.splits = {"train": train_split, "valid": valid_split, "test": test_split}
         self.hub_config = hub_config
+        self.grouped_split = GroupedSplit(valid_size, test_size, split_seed)
         self.vocab_size, self.spm_model_type = vocab_size, spm_model_type
         self.max_len, self.max_tokens, self.eval_max_tokens = max_len, max_tokens, eval_max_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
@@ -97,7 +108,12 @@ class TranslationDataModule(L.LightningDataModule):
                     "splits": self.splits, "hub_config": self.hub_config,
                     "vocab_size": self.vocab_size, "model_type": self.spm_model_type,
                     "max_len": self.max_len, "version": 1}
-        if Path(self.source).exists():
+        if Path(self.source).is_file():  # a Tatoeba zip: split by data.tatoeba
+            identity["source"] = str(Path(self.source).resolve())
+            stat = Path(self.source).stat()
+            identity["files"] = {Path(self.source).name: [stat.st_size, stat.st_mtime_ns]}
+            identity["grouped_split"] = dataclasses.asdict(self.grouped_split)
+        elif Path(self.source).exists():
             identity["source"] = str(Path(self.source).resolve())
             files = {}
             for split in self.splits.values():
@@ -117,7 +133,8 @@ class TranslationDataModule(L.LightningDataModule):
     def _load_text(self):
         corpus = load_parallel_corpus(self.source, self.src_lang, self.tgt_lang, self.splits,
                                       cache_dir=os.path.join(self.cache_dir, "datasets"),
-                                      hub_config=self.hub_config)
+                                      hub_config=self.hub_config,
+                                      grouped_split=self.grouped_split)
         return corpus
 
     def prepare_data(self) -> None:

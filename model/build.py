@@ -1,10 +1,11 @@
 """Build a network from its config: the one place that maps ``arch`` to code.
 
 ``TransformerConfig`` and ``RNNConfig`` each carry an ``arch`` field
-(``"transformer"`` / ``"rnn"``). A YAML file selects the RNN with
-``model.config.arch: rnn``; a checkpoint stores ``asdict(config)``, so
-:func:`config_from_dict` rebuilds the right dataclass from it (configs saved
-before ``arch`` existed are Transformers).
+(``"transformer"`` / ``"rnn"``, fixed by the class). A checkpoint stores
+``asdict(config)``, so :func:`config_from_dict` rebuilds the right dataclass
+from it (configs saved before ``arch`` existed are Transformers). In YAML the
+Transformer is ``model.config`` and the RNN ``model.rnn`` (see
+:class:`training.module.TranslationModule`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .transformer import Transformer
 
 __all__ = ["ModelConfig", "MODEL_CONFIGS", "config_from_dict", "build_model"]
 
-#: Any model config; the type of ``TranslationModule``'s ``config`` argument.
+#: Any model config.
 ModelConfig = Union[TransformerConfig, RNNConfig]
 
 #: ``arch`` value -> (config dataclass, model class).

@@ -15,10 +15,10 @@ class TransformerConfig:
     """Sizes and choices of an encoder–decoder Transformer.
 
     Each field maps to one key of the ``model.config`` block of a YAML file in
-    ``configs/``; ``arch`` (default ``"transformer"``) tells it from
-    :class:`~model.rnn.RNNConfig`. ``attention`` picks the scoring function
-    of every attention layer (encoder self-attention, decoder masked
-    self-attention and encoder–decoder attention).
+    ``configs/``; ``arch`` tells it from :class:`~model.rnn.RNNConfig` in
+    checkpoints. ``attention`` picks the scoring function of every attention
+    layer (encoder self-attention, decoder masked self-attention and
+    encoder–decoder attention).
 
     Raises:
         ValueError: on construction, if ``num_hiddens`` is not divisible by
@@ -29,8 +29,8 @@ class TransformerConfig:
     """
 
     arch: Literal["transformer"] = "transformer"
-    """Architecture selector: always ``"transformer"`` (``model.build.build_model``
-    dispatches on it; saved in every checkpoint)."""
+    """Architecture tag, always ``"transformer"``: saved in checkpoints so that
+    ``model.build.config_from_dict`` rebuilds the right config."""
     vocab_size: int = 8000
     """V: size of the (joint source+target) vocabulary, set from the tokenizer."""
     num_hiddens: int = 256

@@ -33,9 +33,9 @@ __all__ = ["RNNConfig", "RNNDecoderCache", "Seq2SeqEncoder", "Seq2SeqAttentionDe
 class RNNConfig:
     """Sizes and choices of the GRU encoder–decoder with additive attention.
 
-    Each field maps to one key of the ``model.config`` block of a YAML file in
-    ``configs/``; ``arch: rnn`` tells this config from
-    :class:`~model.config.TransformerConfig`.
+    Each field maps to one key of the ``model.rnn`` block of a YAML file in
+    ``configs/`` (``configs/compare_rnn.yaml``); ``arch`` tells it from
+    :class:`~model.config.TransformerConfig` in checkpoints.
 
     Raises:
         ValueError: on construction, if a size is not positive, a dropout is
@@ -47,8 +47,8 @@ class RNNConfig:
     """
 
     arch: Literal["rnn"] = "rnn"
-    """Architecture selector: always ``"rnn"`` (``model.build.build_model``
-    dispatches on it; saved in every checkpoint)."""
+    """Architecture tag, always ``"rnn"``: saved in checkpoints so that
+    ``model.build.config_from_dict`` rebuilds the right config."""
     vocab_size: int = 8000
     """V: size of the (joint source+target) vocabulary, set from the tokenizer."""
     num_hiddens: int = 256

@@ -89,9 +89,9 @@ def fit_parametric(x_train: torch.Tensor, y_train: torch.Tensor, epochs: int = 5
         l = loss(net(x_train, keys, values), y_train)
         l.backward()
         optimizer.step()
-        losses.append(float(l))
+        losses.append(float(l.detach()))
         if log:
-            print(f"epoch {epoch + 1}, loss {float(l):.6f}, w {float(net.w):.4f}")
+            print(f"epoch {epoch + 1}, loss {losses[-1]:.6f}, w {float(net.w.detach()):.4f}")
     return net, losses
 
 
@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
     net, losses = fit_parametric(x_train, y_train, args.epochs, args.lr)
     with torch.no_grad():
         y_hat_p = net(x_test, x_train.expand(n_test, -1), y_train.expand(n_test, -1))  # (n_test,)
-    w = float(net.w)
+    w = float(net.w.detach())
 
     mse = {"nonparametric": float(((y_hat_np - data["y_truth"]) ** 2).mean()),
            "parametric": float(((y_hat_p - data["y_truth"]) ** 2).mean())}

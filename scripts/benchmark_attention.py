@@ -10,17 +10,19 @@ and measures its peak memory, for these variants, in one process:
 
 - ``dot``: ``scoring="dot"`` as constructed (explicit path, attention
   weights kept); the reference of the two ratio columns.
-- ``dot (fused)``: the same with ``keep_weights=False``, which calls
+- ``dot-fused``: the same with ``keep_weights=False``, which calls
   ``F.scaled_dot_product_attention``.
 - ``additive``: ``scoring="additive"``, scores computed in chunks of queries
   (the default budget of :class:`AdditiveAttention`, or ``--chunk-elements``).
-- ``additive (naive)``: the same with ``chunk_elements=None``, the whole
+- ``additive-naive``: the same with ``chunk_elements=None``, the whole
   ``(B, H, Q, K, D/H)`` hidden tensor at once.
 
-Time: the median of ``--repeats`` steps after ``--warmup`` steps per variant.
-The variants take turns step by step, so a change of load on a shared
-machine hits all of them alike. On CPU the glibc allocator is tuned as for
-training (:func:`training.runtime.tune_cpu_allocator`).
+Time: the median of ``--repeats`` steps after ``--warmup`` steps per variant,
+in wall-clock milliseconds and in CPU milliseconds of this process (all its
+threads; less disturbed by other processes on a shared machine, but it
+includes threads spinning while they wait). The variants take turns step by
+step, so a change of load hits all of them alike. On CPU the glibc allocator
+is tuned as for training (:func:`training.runtime.tune_cpu_allocator`).
 
 Peak memory: the most bytes of tensors alive at once during a step, above
 what was alive before it (inputs, parameters, the output gradient);
@@ -32,10 +34,11 @@ parameter and input gradients are cleared before the step and so counted.
 - CPU: PyTorch has no allocator statistics for CPU tensors, so one more step
   runs under ``torch.profiler.profile(profile_memory=True)``. The profiler
   then records every allocation and free of PyTorch's CPU allocator, each
-  with the running total of bytes allocated (kept under a lock by c10's
-  ``ProfiledCPUMemoryReporter``; read through
-  ``experimental_event_tree()``). The peak is the largest running total
-  minus the total before the first event. Like ``max_memory_allocated`` this
+  with the running total of bytes allocated (c10's
+  ``ProfiledCPUMemoryReporter``; read through ``experimental_event_tree()``).
+  The peak is the largest running total minus the total before the first
+  event. (Checked by hand: a step that allocates 4, 8, 2 and 3 MiB, freeing
+  the 4 MiB after the 8, reports 13 MiB.) Like ``max_memory_allocated`` this
   counts tensor storage only; the process's resident size (``ru_maxrss``)
   would instead depend on how glibc caches freed blocks, which
   ``tune_cpu_allocator`` changes on purpose. Not counted on either device:
@@ -65,9 +68,9 @@ from training.runtime import tune_cpu_allocator  # noqa: E402
 #: Variant name -> (scoring, keep_weights, chunked). ``chunked`` is None for dot.
 VARIANTS = {
     "dot": ("dot", True, None),
-    "dot (fused)": ("dot", False, None),
+    "dot-fused": ("dot", False, None),
     "additive": ("additive", True, True),
-    "additive (naive)": ("additive", True, False),
+    "additive-naive": ("additive", True, False),
 }
 REFERENCE = "dot"
 MiB = 2 ** 20
@@ -89,6 +92,8 @@ def parse_args(argv=None):
                    help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: PyTorch's, one per core)")
     p.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
                    help="comma-separated devices")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
@@ -194,27 +199,31 @@ def benchmark(args, device: torch.device) -> list[dict]:
         for _ in range(args.warmup):
             clear()
             step()
-    times = {v: [] for v in steps}
+    times, cpu_times = {v: [] for v in steps}, {v: [] for v in steps}
     for _ in range(args.repeats):
         for variant, (clear, step) in steps.items():
             clear()
             _sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             _sync(device)
             times[variant].append(time.perf_counter() - start)
+            cpu_times[variant].append(time.process_time() - cpu_start)
     peaks = {v: peak_bytes(clear, step, device) for v, (clear, step) in steps.items()}
 
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"{platform.processor() or platform.machine()} CPU, "
-                        f"{torch.get_num_threads()} threads")
+                        f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}")
     rows = []
     for variant in steps:
         rows.append({"device": device_name, "variant": variant,
                      "ms": round(1e3 * statistics.median(times[variant]), 2),
+                     "cpu_ms": round(1e3 * statistics.median(cpu_times[variant]), 2),
                      "peak_mib": round(peaks[variant] / MiB, 1),
                      "time_vs_dot": round(statistics.median(times[variant])
                                           / statistics.median(times[REFERENCE]), 2),
+                     "cpu_time_vs_dot": round(statistics.median(cpu_times[variant])
+                                              / statistics.median(cpu_times[REFERENCE]), 2),
                      "memory_vs_dot": round(peaks[variant] / peaks[REFERENCE], 2),
                      "queries_per_chunk": queries_per_chunk(layers[variant], args),
                      "batch": args.batch, "queries": args.queries, "keys": args.keys,
@@ -229,18 +238,22 @@ def print_table(rows: list[dict], args) -> None:
           f"D={args.num_hiddens}, H={args.heads} (additive hidden size "
           f"{args.num_hiddens // args.heads}), {'ragged' if args.ragged else 'no'} padding, "
           f"float32, median of {args.repeats}, torch {torch.__version__}")
-    print("| device | variant | ms per fwd+bwd | peak memory MiB | time vs dot | memory vs dot |")
-    print("|---|---|---|---|---|---|")
+    print("| device | variant | ms per fwd+bwd | time vs dot | CPU ms | CPU time vs dot "
+          "| peak memory MiB | memory vs dot |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         chunk = (f" ({r['queries_per_chunk']} queries/chunk)"
                  if r["queries_per_chunk"] is not None else "")
-        print(f"| {r['device']} | {r['variant']}{chunk} | {r['ms']:.1f} | {r['peak_mib']:.1f} | "
-              f"{r['time_vs_dot']:.2f}× | {r['memory_vs_dot']:.2f}× |")
+        print(f"| {r['device']} | {r['variant']}{chunk} | {r['ms']:.1f} | "
+              f"{r['time_vs_dot']:.2f}× | {r['cpu_ms']:.0f} | {r['cpu_time_vs_dot']:.2f}× | "
+              f"{r['peak_mib']:.1f} | {r['memory_vs_dot']:.2f}× |")
 
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     tune_cpu_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for name in args.devices.split(","):
         rows += benchmark(args, torch.device(name))

@@ -1,7 +1,7 @@
 """Compare three attention baselines on en->de Multi30k, over several seeds.
 
     python scripts/compare_attention.py                              # configs' budget, seeds 1 2
-    python scripts/compare_attention.py --max-steps 300 --seeds 1 2  # reduced CPU budget
+    python scripts/compare_attention.py --max-steps 300 --seeds 1 2 --threads 1  # CPU budget
 
 The baselines are ``configs/compare_transformer_dot.yaml`` (Transformer,
 scaled dot-product attention), ``configs/compare_transformer_additive.yaml``
@@ -33,9 +33,19 @@ Budget: ``--max-steps`` (updates; default the configs' ``trainer.max_steps``)
 and ``--max-minutes`` (training wall time per run) replace the configs'
 values; ``--num-evals`` validations per run at equal step intervals.
 
-Reduced-budget CPU command (2-core CPU, the full Multi30k training set,
-6 runs, about 25 minutes in total, measured from a 100-step run of each
-model): ``python scripts/compare_attention.py --max-steps 300 --seeds 1 2``
+Reduced-budget CPU command (2-core CPU, full Multi30k, 6 runs of 300 updates
+with 3 validations each):
+
+    python scripts/compare_attention.py --max-steps 300 --seeds 1 2 --threads 1
+
+estimated at about 25 minutes in total from single-thread measurements on
+this machine (training steps of 0.57 s for transformer_dot, 0.83 s for
+transformer_additive, 0.58 s for rnn; about 7-11 s per greedy pass over the
+validation or test set; about 10 s start-up per run). ``--threads 1`` keeps
+the runs robust on a shared machine: with PyTorch's default of 2 threads a
+training step became 10-30 times slower whenever another process was busy,
+while on an idle machine 2 threads are faster (the same command without
+``--threads 1``: roughly 15 minutes, estimated).
 """
 
 from __future__ import annotations
@@ -142,7 +152,8 @@ def model_name(config: Path) -> str:
 def _format_time(seconds: float) -> str:
     """Seconds -> Lightning's ``DD:HH:MM:SS``."""
     seconds = int(round(seconds))
-    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    days, hours = seconds // 86400, seconds // 3600 % 24
+    return f"{days:02d}:{hours:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def run_override(raw: dict, run_dir: Path, seed: int, max_steps: int | None = None,
@@ -195,8 +206,11 @@ def run_override(raw: dict, run_dir: Path, seed: int, max_steps: int | None = No
     return override
 
 
-def train(config: Path, run_dir: Path, override: dict) -> tuple[int, float]:
+def train(config: Path, run_dir: Path, override: dict,
+          threads: int | None = None) -> tuple[int, float]:
     """Train ``config`` + ``override`` as a ``scripts/train.py`` subprocess (cwd: the repository).
+
+    ``threads`` sets ``OMP_NUM_THREADS`` of the subprocess (None: inherited).
 
     Returns:
         The exit code and the subprocess's wall time in seconds; its output
@@ -213,12 +227,19 @@ def train(config: Path, run_dir: Path, override: dict) -> tuple[int, float]:
     with open(run_dir / "train.log", "w") as log:
         log.write(shlex.join(command) + "\n")
         log.flush()
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              env=env).returncode
     return code, time.perf_counter() - start
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
-    """The newest ``lightning_logs/version_N/metrics.csv`` of a run, merged by step."""
+    """The newest ``lightning_logs/version_N/metrics.csv`` of a run, merged by step.
+
+    Keys are optimizer updates done: Lightning's ``step`` column holds the
+    0-based index of the latest update (a validation after 100 updates is
+    logged at step 99), so 1 is added.
+    """
     files = sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"),
                    key=lambda p: int(p.parent.name.split("_")[-1]))
     if not files:
@@ -227,13 +248,14 @@ def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
     with open(files[-1], newline="") as f:
         for row in csv.DictReader(f):
             values = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
-            steps.setdefault(int(row["step"]), {}).update(values)
+            steps.setdefault(int(row["step"]) + 1, {}).update(values)
     return steps
 
 
 def fill_from_metrics(result: RunResult, steps: dict[int, dict[str, float]]) -> None:
     """Curves, best validation and the last SpeedMonitor values of one run."""
-    result.train_loss = [(s, m["train_loss"]) for s, m in sorted(steps.items()) if "train_loss" in m]
+    result.train_loss = [(s, m["train_loss"]) for s, m in sorted(steps.items())
+                         if "train_loss" in m]
     result.validations = [(s, m.get("wall_time", math.nan), m["val_bleu"])
                           for s, m in sorted(steps.items()) if "val_bleu" in m]
     result.steps = max(steps, default=0)
@@ -279,7 +301,7 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> Run
     run_dir = out / f"{result.model}_seed{seed}"
     raw = yaml.safe_load(Path(config).read_text())
     override = run_override(raw, run_dir, seed, args.max_steps, args.max_minutes, args.num_evals)
-    code, result.process_seconds = train(config, run_dir, override)
+    code, result.process_seconds = train(config, run_dir, override, args.threads)
     fill_from_metrics(result, read_metrics(run_dir))
     if code != 0:
         result.status = f"failed (exit code {code}, see {run_dir / 'train.log'})"
@@ -318,7 +340,7 @@ def _cell(mean: float, std: float, fmt: str) -> str:
 
 def _number(value: float) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else \
-        f"{value:.6g}" if isinstance(value, float) else str(value)
+        f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
 def _mean_curve(curves: list[list[tuple[float, ...]]], x: int, y: int) -> tuple[list, list]:
@@ -456,12 +478,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="report folder; runs go to OUT/<name>_seed<k>/")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="device of the test-set decoding in this process")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of training (OMP_NUM_THREADS) and test decoding (default: "
+                        "PyTorch's choice); 1 is faster on a CPU that other processes share")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[RunResult]:
     """Run the comparison; returns one :class:`RunResult` per (config, seed)."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = args.out.resolve()
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "scripts/compare_attention.py", *argv])

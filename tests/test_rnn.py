@@ -274,13 +274,15 @@ def copy_task_batch(batch_size: int = 16, length: int = 6) -> dict[str, torch.Te
 
 
 def test_rnn_trains_with_the_translation_module():
-    """The LightningModule builds the RNN from an RNNConfig, saves arch in its
-    hparams, and its loss falls within a few AdamW steps."""
-    module = TranslationModule(make_config(num_hiddens=32, num_layers=1, dropout=0.1),
+    """The LightningModule builds the RNN from an RNNConfig, saves it with its
+    arch as hparams["config"] (what load_translator and load_from_checkpoint
+    read), and its loss falls within a few AdamW steps."""
+    module = TranslationModule(rnn=make_config(num_hiddens=32, num_layers=1, dropout=0.1),
                                lr=0.01, warmup_steps=1, label_smoothing=0.0)
     assert isinstance(module.model, RNNEncoderDecoder)
     assert module.hparams["config"]["arch"] == "rnn"
     assert TranslationModule(module.hparams["config"]).config == module.config  # from a dict
+    assert TranslationModule(rnn=module.config.to_dict()).config == module.config
     optimizer = module.configure_optimizers()["optimizer"]
     module.train()
     batches = [copy_task_batch() for _ in range(4)]
@@ -324,22 +326,28 @@ def parse(cli_class, tmp_path, monkeypatch, *args):
 
 
 def test_cli_picks_the_architecture_and_merges_overrides(cli_class, tmp_path, monkeypatch):
-    """``arch: rnn`` in model.config selects the RNN; later YAML files and
-    command-line keys override single fields without losing the others."""
+    """A ``model.rnn`` block selects the RNN; later YAML files and command-line
+    keys override single fields without losing the others."""
     rnn_yaml = REPO / "configs" / "compare_rnn.yaml"
-    raw = yaml.safe_load(rnn_yaml.read_text())["model"]["config"]
+    raw = yaml.safe_load(rnn_yaml.read_text())["model"]["rnn"]
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"model": {"config": {"num_layers": 1}}}))
+    override.write_text(yaml.safe_dump({"model": {"rnn": {"num_layers": 1}}}))
     cli = parse(cli_class, tmp_path, monkeypatch, "--config", str(rnn_yaml),
-                "--config", str(override), "--model.config.num_hiddens", "64")
+                "--config", str(override), "--model.rnn.num_hiddens", "64")
     assert isinstance(cli.model.model, RNNEncoderDecoder)
-    expected = {**raw, "num_layers": 1, "num_hiddens": 64}
+    expected = {**raw, "num_layers": 1, "num_hiddens": 64, "arch": "rnn"}
     assert {k: getattr(cli.model.config, k) for k in expected} == expected
+    assert cli.model.hparams["config"]["arch"] == "rnn"
 
     dot_yaml = REPO / "configs" / "compare_transformer_dot.yaml"
     cli = parse(cli_class, tmp_path, monkeypatch, "--config", str(dot_yaml),
-                "--model.config.attention", "additive")
+                "--model.config.attention", "additive", "--model.config.num_hiddens", "64")
     assert isinstance(cli.model.model, Transformer)
-    assert cli.model.config.attention == "additive"
+    assert (cli.model.config.attention, cli.model.config.num_hiddens) == ("additive", 64)
     assert cli.model.config.num_enc_blks == yaml.safe_load(dot_yaml.read_text())["model"][
         "config"]["num_enc_blks"]
+
+
+def test_config_and_rnn_together_are_refused():
+    with pytest.raises(ValueError, match="both config .* and rnn"):
+        TranslationModule(TransformerConfig(), rnn=RNNConfig())

@@ -47,9 +47,14 @@ class TranslationModule(L.LightningModule):
     """Train and validate an encoder–decoder network.
 
     Args:
-        config: the network's sizes: a ``model.config.TransformerConfig``, or a
-            ``model.rnn.RNNConfig`` (in YAML: ``arch: rnn``); the network is
-            ``model.build.build_model(config)``.
+        config: the Transformer's sizes (``model.config.TransformerConfig``).
+            From Python, an ``RNNConfig`` or the dict of either (with its
+            ``arch``, as saved in checkpoints) is accepted too.
+        rnn: set (``model.rnn`` in YAML) to train the GRU encoder–decoder with
+            additive attention of this ``model.rnn.RNNConfig`` instead of a
+            Transformer; ``config`` must then be left unset. The network is
+            ``model.build.build_model`` of the chosen config, and the
+            checkpoint stores it under ``config`` with its ``arch``.
         vocab_size: overrides ``config.vocab_size``; the CLI links it to
             ``data.vocab_size`` so model and tokenizer always agree.
         label_smoothing: epsilon of label-smoothed cross-entropy.
@@ -71,12 +76,19 @@ class TranslationModule(L.LightningModule):
     smoothing 0.1); Szegedy et al. 2016 (label smoothing).
     """
 
-    def __init__(self, config: TransformerConfig | RNNConfig | None = None,
-                 vocab_size: int | None = None, label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
+    def __init__(self, config: TransformerConfig = None,  # type: ignore[assignment]
+                 rnn: RNNConfig | None = None, vocab_size: int | None = None,
+                 label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
                  weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
                  beam_size: int = 1, length_penalty: float = 1.0):
         super().__init__()
+        if rnn is not None:
+            if config is not None:
+                raise ValueError(
+                    "model: both config (a Transformer) and rnn (an RNN encoder-decoder) are "
+                    "set; keep the one architecture to train and remove the other block")
+            config = RNNConfig(**rnn) if isinstance(rnn, dict) else rnn
         if config is None:
             config = TransformerConfig()
         elif isinstance(config, dict):
