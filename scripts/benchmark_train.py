@@ -151,7 +151,8 @@ class ReferenceTransformer(nn.Module):
         enc_layer = nn.TransformerEncoderLayer(**layer_args)
         dec_layer = nn.TransformerDecoderLayer(**layer_args)
         enc_layer.self_attn = _unbiased_attention(c)
-        dec_layer.self_attn, dec_layer.multihead_attn = _unbiased_attention(c), _unbiased_attention(c)
+        dec_layer.self_attn = _unbiased_attention(c)
+        dec_layer.multihead_attn = _unbiased_attention(c)
         for layer in (enc_layer, dec_layer):
             layer.dropout.p = c.activation_dropout  # between the FFN's two linear layers
         final_norm = (lambda: nn.LayerNorm(c.num_hiddens)) if c.norm_first else (lambda: None)
@@ -330,10 +331,10 @@ class BareStep:
     """A ``TranslationModule`` trained by a plain loop: one ``run`` = one pass over batches."""
 
     def __init__(self, name: str, module, device: torch.device, precision: str,
-                 clip: float | None, compile: bool):
+                 clip: float | None, compiled: bool):
         self.name, self.device, self.precision, self.clip = name, device, precision, clip
         self.module = module.to(device).train()
-        if compile:
+        if compiled:
             self.module.model = torch.compile(self.module.model)
         optim = self.module.configure_optimizers()
         self.optimizer = optim["optimizer"]
@@ -496,7 +497,8 @@ def main(argv=None) -> dict:
             batches.append(next(loader))
         except StopIteration:
             raise SystemExit(f"the training split has only {len(batches)} batches of "
-                             f"{run['data'].get('max_tokens')} tokens; lower --warmup/--steps")
+                             f"{run['data'].get('max_tokens')} tokens; lower --warmup/--steps"
+                             ) from None
     on_device = [{k: v.to(device) for k, v in b.items()} for b in batches]
     warmup_batches, timed = on_device[: args.warmup], on_device[args.warmup:]
     tgt_tokens = sum(batch_tokens(b)[0] for b in batches[args.warmup:])
@@ -513,10 +515,9 @@ def main(argv=None) -> dict:
                          BareStep("reference", ref_module, device, precision, clip, False)]
     if args.compile:
         ours_c = make_module(run)
-        contestants += [
-            BareStep("ours compiled", ours_c, device, precision, clip, True),
-            BareStep("reference compiled", make_module(run, True, ours_c.model), device,
-                     precision, clip, True)]
+        ref_c = make_module(run, reference=True, copy_from=ours_c.model)
+        contestants += [BareStep("ours compiled", ours_c, device, precision, clip, True),
+                        BareStep("reference compiled", ref_c, device, precision, clip, True)]
     for c in contestants:  # warm-up (and compilation)
         c.run(warmup_batches + (timed if "compiled" in c.name else []))
     if not args.no_fit:
@@ -547,7 +548,7 @@ def main(argv=None) -> dict:
             "mfu": flops / seconds / matmul_rate, "memory_mib": (
                 res.memory / 2 ** 20 if res.memory is not None else None)}
 
-    def ratio(a: str, b: str, key: str, higher_is_better: bool = True):
+    def ratio(a: str, b: str, key: str):
         if a not in rows or b not in rows or rows[a][key] is None or not rows[b][key]:
             return None
         return rows[a][key] / rows[b][key]
@@ -598,8 +599,8 @@ def main(argv=None) -> dict:
         lines.append(f"| {name} | {row['tgt_tokens_per_s']:,.0f} | {row['tokens_per_s']:,.0f} "
                      f"| {row['ms_per_step']:.1f} ({lo:.1f}–{hi:.1f}) "
                      f"| {row['model_tflops_per_s']:.3g} | {100 * row['mfu']:.1f}% | {memory} |")
-    lines += ["", "| ratio | throughput (>1: first is faster) | step memory (<1: first uses less) |",
-              "|---|---|---|"]
+    lines += ["", "| ratio | throughput (>1: first is faster) "
+              "| step memory (<1: first uses less) |", "|---|---|---|"]
     for name, (speed, memory) in ratios.items():
         lines.append(f"| {name} | {speed:.3f} | "
                      f"{f'{memory:.3f}' if memory is not None else '—'} |")
