@@ -8,8 +8,10 @@ from .attention import (AdditiveAttention, DotProductAttention, MultiHeadAttenti
 from .build import build_model, config_from_dict
 from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
-from .decoding import greedy_decode
+from .decoding import BeamSearchOutput, beam_search, greedy_decode, length_penalty
+from .encoder_decoder import EncoderDecoder
 from .encoder import AddNorm, PositionWiseFFN, TransformerEncoder, TransformerEncoderBlock
+from .nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson
 from .positional_encoding import PositionalEncoding
 from .rnn import RNNConfig, RNNEncoderDecoder
 from .transformer import Transformer
@@ -19,5 +21,7 @@ __all__ = [
     "AdditiveAttention", "MultiHeadAttention", "PositionalEncoding", "PositionWiseFFN",
     "AddNorm", "TransformerEncoderBlock", "TransformerEncoder", "TransformerDecoderBlock",
     "TransformerDecoder", "DecoderCache", "TransformerConfig", "Transformer", "greedy_decode",
-    "RNNConfig", "RNNEncoderDecoder", "build_model", "config_from_dict",
+    "RNNConfig", "RNNEncoderDecoder", "build_model", "config_from_dict", "EncoderDecoder",
+    "beam_search", "BeamSearchOutput", "length_penalty", "nadaraya_watson",
+    "NWKernelRegression", "leave_one_out",
 ]

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import AdditiveAttention
+from .encoder_decoder import EncoderDecoder
 
 __all__ = ["RNNConfig", "RNNDecoderCache", "Seq2SeqEncoder", "Seq2SeqAttentionDecoder",
            "RNNEncoderDecoder"]
@@ -260,7 +261,7 @@ class Seq2SeqAttentionDecoder(nn.Module):
         return self.output(X)  # (B, T, V)
 
 
-class RNNEncoderDecoder(nn.Module):
+class RNNEncoderDecoder(EncoderDecoder):
     """GRU encoder–decoder with additive attention (Bahdanau's RNNsearch).
 
     Same interface as :class:`~model.transformer.Transformer`: ``encode`` and
@@ -281,54 +282,17 @@ class RNNEncoderDecoder(nn.Module):
     """
 
     def __init__(self, config: RNNConfig):
-        super().__init__()
-        self.config = c = config
-        self.src_embedding = nn.Embedding(c.vocab_size, c.num_hiddens, padding_idx=c.pad_id)
-        self.tgt_embedding = (self.src_embedding if c.tie_embeddings else
-                              nn.Embedding(c.vocab_size, c.num_hiddens, padding_idx=c.pad_id))
-        output = None if c.tie_embeddings else nn.Linear(c.num_hiddens, c.vocab_size, bias=False)
-        self.encoder = Seq2SeqEncoder(c, self.src_embedding)
-        self.decoder = Seq2SeqAttentionDecoder(c, self.tgt_embedding, output)
+        super().__init__(config)
+        self.encoder = Seq2SeqEncoder(config, self.src_embedding)
+        self.decoder = Seq2SeqAttentionDecoder(config, self.tgt_embedding, self.output_layer())
         self.reset_parameters()
         self.keep_attention_weights(False)
 
     def reset_parameters(self) -> None:
         """``N(0, D^-1/2)`` embeddings (as the Transformer) with a zero padding
         row; PyTorch's default initialization for the GRUs and linear layers."""
-        for embedding in {self.src_embedding, self.tgt_embedding}:
-            nn.init.normal_(embedding.weight, std=self.config.num_hiddens ** -0.5)
-            with torch.no_grad():
-                embedding.weight[self.config.pad_id].zero_()
-
-    def keep_attention_weights(self, keep: bool = True) -> "RNNEncoderDecoder":
-        """Keep (True) or drop (False, the default) the decoder's attention
-        weights, ``decoder.attention_weights`` ``(B, T, S)``."""
-        self.decoder.keep_weights = keep
-        self.decoder.attention.keep_weights = keep
-        return self
-
-    def encode(self, src: torch.Tensor, src_valid_len: torch.Tensor | None) -> torch.Tensor:
-        """``(B, S)`` ids, ``(B,)`` lengths -> encoder outputs ``(B, S, D)``."""
-        return self.encoder(src, src_valid_len)
-
-    def decode(self, tgt_in: torch.Tensor, enc_outputs: torch.Tensor,
-               src_valid_len: torch.Tensor | None, cache: RNNDecoderCache | None = None
-               ) -> torch.Tensor:
-        """``(B, T)`` decoder input, ``(B, S, D)`` encoder outputs -> logits ``(B, T, V)``.
-
-        With a ``cache`` (from :meth:`init_cache`), ``tgt_in`` holds only the
-        new positions and the decoder continues from the cached state.
-        """
-        return self.decoder(tgt_in, enc_outputs, src_valid_len, cache)
+        self.reset_embeddings()
 
     def init_cache(self) -> RNNDecoderCache:
         """An empty decoder state for incremental decoding."""
         return RNNDecoderCache()
-
-    def forward(self, src: torch.Tensor, src_valid_len: torch.Tensor | None,
-                tgt_in: torch.Tensor) -> torch.Tensor:
-        return self.decode(tgt_in, self.encode(src, src_valid_len), src_valid_len)
-
-    def num_parameters(self) -> int:
-        """Number of distinct trainable parameters (tied weights counted once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
