@@ -421,3 +421,24 @@ def test_load_translator_inconsistent(trained, tmp_path):
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     with pytest.raises(CheckpointError, match="400 pieces.*vocab_size=401"):
         load_translator(tmp_path / "mismatch.ckpt")
+
+
+@pytest.mark.slow
+def test_translate_script_attention_plot_and_nbest(trained, tmp_path, capsys):
+    """--attention-plot writes a PNG; --nbest 2 prints Moses lines whose best
+    hypothesis equals translate() with beam search."""
+    translate_script = load_script("translate")
+    ckpt = str(trained["ckpt_dir"] / "last.ckpt")
+    plot = tmp_path / "attention.png"
+    translate_script.main(["--ckpt", ckpt, "--device", "cpu", "--beam", "2", "--nbest", "2",
+                           "--attention-plot", str(plot), "A man rides a bike."])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("0 ||| ") for line in lines)
+    scores = [float(line.rsplit("|||", 1)[1]) for line in lines]
+    assert scores[0] >= scores[1]
+    translator = load_translator(ckpt)
+    best = translate(translator.model, translator.tokenizer, ["A man rides a bike."],
+                     translator.model.config.max_len,
+                     decoding=translator.decoding(beam_size=2))
+    assert lines[0].split(" ||| ")[1] == best[0]
+    assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
