@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from data.corpus import load_parallel_corpus  # noqa: E402
 from training.checkpoint import load_translator  # noqa: E402
 from training.evaluation import decode_batch, source_batches, translate_batches  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
@@ -54,13 +53,9 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     tune_cpu_allocator()
     translator = load_translator(args.ckpt, args.device)
-    data = translator.data_hparams
-    split = args.split or data.get("test_split", "test_2016_flickr")
-    corpus = load_parallel_corpus(args.data or data.get("source", "../shared/data/multi30k"),
-                                  data.get("src_lang", "en"), data.get("tgt_lang", "de"), [split],
-                                  cache_dir=os.path.join(data.get("cache_dir", ".cache"),
-                                                         "datasets"))[split]
-    sources = list(corpus["src"])[: args.limit]
+    sources, _, read = translator.load_split(args.split, args.data)
+    split = read["split"]
+    sources = sources[: args.limit]
     loader, _ = source_batches(translator.tokenizer, sources, translator.model.config.max_len,
                                args.max_tokens)
     batches = list(loader)

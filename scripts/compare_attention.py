@@ -76,7 +76,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from data.corpus import load_parallel_corpus  # noqa: E402
 from training.checkpoint import load_translator  # noqa: E402
 from training.evaluation import corpus_scores, translate  # noqa: E402
 
@@ -283,16 +282,13 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
         :func:`training.evaluation.corpus_scores` and the parameter count.
     """
     translator = load_translator(ckpt, device)
-    data = translator.data_hparams
-    split, src_lang, tgt_lang = data["test_split"], data["src_lang"], data["tgt_lang"]
-    cache_dir = os.path.join(_in_repo(data.get("cache_dir", ".cache")), "datasets")
-    corpus = load_parallel_corpus(_in_repo(data["source"]), src_lang, tgt_lang, [split],
-                                  cache_dir=cache_dir)[split]
-    hyps = translate(translator.model, translator.tokenizer, list(corpus["src"]),
+    sources, references, read = translator.load_split(resolve=_in_repo)
+    split, tgt_lang = read["split"], read["tgt_lang"]
+    hyps = translate(translator.model, translator.tokenizer, sources,
                      translator.model.config.max_len, device,
                      decoding=translator.decoding(beam_size=1))
     (out_dir / f"{split}.{tgt_lang}.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-    return corpus_scores(hyps, list(corpus["tgt"])), translator.model.num_parameters()
+    return corpus_scores(hyps, references), translator.model.num_parameters()
 
 
 def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> RunResult:

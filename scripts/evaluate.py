@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from data.corpus import load_parallel_corpus  # noqa: E402
 from training.checkpoint import load_translator  # noqa: E402
 from training.evaluation import corpus_scores, translate  # noqa: E402
 
@@ -55,14 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the evaluation; returns the metrics dict that is also written to JSON."""
     args = parse_args(argv)
     translator = load_translator(args.ckpt, args.device)
-    data = translator.data_hparams
-    source = args.data or data.get("source", "../shared/data/multi30k")
-    src_lang = args.src_lang or data.get("src_lang", "en")
-    tgt_lang = args.tgt_lang or data.get("tgt_lang", "de")
-    split = args.split or data.get("test_split", "test_2016_flickr")
-    cache_dir = os.path.join(data.get("cache_dir", ".cache"), "datasets")
-    corpus = load_parallel_corpus(source, src_lang, tgt_lang, [split], cache_dir=cache_dir)[split]
-    sources, references = list(corpus["src"]), list(corpus["tgt"])
+    sources, references, read = translator.load_split(args.split, args.data, args.src_lang,
+                                                      args.tgt_lang)
+    split, src_lang, tgt_lang = read["split"], read["src_lang"], read["tgt_lang"]
 
     decoding = translator.decoding(beam_size=args.beam, alpha=args.lenpen,
                                    max_len_a=args.max_len_a, max_len_b=args.max_len_b,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
+from data.corpus import load_parallel_corpus
+from data.tatoeba import GroupedSplit
 from data.tokenizer import Tokenizer
 from model.build import build_model, config_from_dict
 
@@ -45,6 +49,36 @@ class Translator:
                     "max_len_a": h["max_len_a"], "max_len_b": h["max_len_b"]}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return DecodingConfig(**settings)
+
+    def load_split(self, split: str | None = None, source: str | None = None,
+                   src_lang: str | None = None, tgt_lang: str | None = None,
+                   resolve: Callable[[str], str] = str) -> tuple[list[str], list[str], dict]:
+        """Raw sources and references of a split of the corpus the model was trained on.
+
+        Every argument left None comes from the checkpoint's data settings
+        (the test split by default; a Tatoeba zip is split with the saved
+        sizes and seed, so the test set is the one training held out).
+        ``resolve`` maps the saved relative paths (source, cache folder).
+
+        Returns:
+            ``(sources, references, settings)`` where ``settings`` holds the
+            ``split``, ``src_lang`` and ``tgt_lang`` used.
+
+        Raises:
+            data.corpus.CorpusError: for a missing or misaligned corpus.
+        """
+        data = self.data_hparams
+        settings = {"split": split or data.get("test_split", "test_2016_flickr"),
+                    "src_lang": src_lang or data.get("src_lang", "en"),
+                    "tgt_lang": tgt_lang or data.get("tgt_lang", "de")}
+        grouped = GroupedSplit(data.get("valid_size", 5000), data.get("test_size", 5000),
+                               data.get("split_seed", 0))
+        corpus = load_parallel_corpus(
+            source or resolve(data.get("source", "../shared/data/multi30k")),
+            settings["src_lang"], settings["tgt_lang"], [settings["split"]],
+            cache_dir=os.path.join(resolve(data.get("cache_dir", ".cache")), "datasets"),
+            hub_config=data.get("hub_config"), grouped_split=grouped)[settings["split"]]
+        return list(corpus["src"]), list(corpus["tgt"]), settings
 
 
 def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Translator:
