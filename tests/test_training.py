@@ -29,7 +29,7 @@ import yaml
 
 from torch.utils.data import DataLoader, TensorDataset
 
-from data.batching import ParallelDataset, collate_batch
+from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
 from model.config import TransformerConfig
@@ -341,6 +341,70 @@ def test_validation_matches_translate(trained):
     assert logged(rows, "val_bleu")[-1] == pytest.approx(bleu, rel=1e-5, abs=1e-5)
     chrf = sacrebleu.corpus_chrf(hyps, [references]).score
     assert logged(rows, "val_chrf")[-1] == pytest.approx(chrf, rel=1e-5, abs=1e-5)
+
+
+def run_validate(trained, out: Path, *args: str) -> dict[str, float]:
+    """``scripts/train.py validate`` on last.ckpt of the tiny run, as a user runs it;
+    returns the metrics row that its CSV logger wrote and the console output."""
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "validate",
+               "--config", str(CPU_CONFIG), "--config", str(trained["tmp"] / "override.yaml"),
+               "--ckpt_path", str(trained["ckpt_dir"] / "last.ckpt"),
+               "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(out),
+               "--trainer.logger.init_args.save_dir", str(out),
+               # Small validation batches, so the 60 sentences are split into several
+               # batches (an odd number: DDP pads the count with a repeated batch).
+               "--data.eval_max_tokens", str(DDP_EVAL_TOKENS), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=trained["tmp"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    (metrics,) = out.glob("lightning_logs/version_*/metrics.csv")
+    with open(metrics, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_bleu")]
+    assert len(rows) == 1, rows
+    scores = {k: float(v) for k, v in rows[0].items() if v not in (None, "")}
+    return scores, result.stdout + result.stderr
+
+
+DDP_EVAL_TOKENS = 160
+
+
+@pytest.mark.slow
+def test_ddp_validation_bleu_is_corpus_bleu(trained, tmp_path):
+    """Validation under DDP (2 CPU processes, gloo) scores the whole validation set
+    once: its BLEU/chrF equal the single-process figures of the same checkpoint.
+
+    The reference for "wrong" is also checked: averaging each process's own BLEU
+    gives a different number here, so the test would catch that mistake.
+    """
+    single, _ = run_validate(trained, tmp_path / "single", "--trainer.devices", "1")
+    ddp, log = run_validate(trained, tmp_path / "ddp", "--trainer.devices", "2",
+                            "--trainer.strategy", "ddp")
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, log[-2000:]
+    assert ddp["val_bleu"] == pytest.approx(single["val_bleu"], abs=1e-6)
+    assert ddp["val_chrf"] == pytest.approx(single["val_chrf"], abs=1e-6)
+
+    translator = load_translator(trained["ckpt_dir"] / "last.ckpt")
+    sources = read_raw(trained["data"], "val", "en")
+    references = read_raw(trained["data"], "val", "de")
+    hyps = translate(translator.model, translator.tokenizer, sources,
+                     translator.model.config.max_len, decoding=translator.decoding())
+    assert single["val_bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [references]).score, abs=1e-5)
+    assert single["val_bleu"] > 0.0
+    # Each rank's share, as the data module hands it out under DDP.
+    valid = trained["cli"].datamodule.datasets["valid"]
+    shares = []
+    for rank in range(2):
+        sampler = TokenBudgetBatchSampler(valid.src_lens(), valid.tgt_lens(), DDP_EVAL_TOKENS,
+                                          shuffle=False, num_replicas=2, rank=rank)
+        batches = list(sampler)
+        assert len(batches) >= 2
+        shares.append(sorted({i for batch in batches for i in batch}))
+    assert sorted(set(shares[0]) | set(shares[1])) == list(range(len(sources)))
+    for metric, key in ((sacrebleu.corpus_bleu, "val_bleu"), (sacrebleu.corpus_chrf, "val_chrf")):
+        per_rank = [metric([hyps[i] for i in share], [[references[i] for i in share]]).score
+                    for share in shares]
+        assert abs(np.mean(per_rank) - single[key]) > 1e-3, (key, per_rank, single)
 
 
 @pytest.mark.slow

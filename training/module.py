@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from data.tokenizer import PAD_ID, Tokenizer
 from model.build import build_model, config_from_dict
@@ -23,7 +24,7 @@ from model.rnn import RNNConfig
 
 from .evaluation import DecodingConfig, corpus_scores, decode_batch
 
-__all__ = ["TranslationModule", "inverse_sqrt_schedule", "CHECKPOINT_FORMAT"]
+__all__ = ["TranslationModule", "inverse_sqrt_schedule", "gather_hypotheses", "CHECKPOINT_FORMAT"]
 
 #: Marker written into every checkpoint of this project.
 CHECKPOINT_FORMAT = "attention-nmt/1"
@@ -41,6 +42,31 @@ def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
     step = step + 1
     warmup_steps = max(1, warmup_steps)
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+def gather_hypotheses(hyps: dict[int, str]) -> dict[int, str]:
+    """Merge every data-parallel process's ``{sentence index: hypothesis}``.
+
+    Under DDP each process decodes its own share of the validation batches
+    (some batches twice, where the batch count was padded to a multiple of the
+    world size); corpus BLEU must be computed once over the whole set, not
+    averaged over per-process BLEU (which is a different, wrong number). With
+    one process, or without an initialised ``torch.distributed`` group, the
+    dict is returned as it is.
+
+    Every process must call this (it is a collective operation).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return hyps
+    world_size = torch.distributed.get_world_size()
+    if world_size == 1:
+        return hyps
+    parts: list[dict[int, str] | None] = [None] * world_size
+    torch.distributed.all_gather_object(parts, hyps)
+    merged: dict[int, str] = {}
+    for part in parts:
+        merged.update(part or {})
+    return merged
 
 
 class TranslationModule(L.LightningModule):
@@ -179,17 +205,28 @@ class TranslationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, _ = self.loss(batch)
-        self.log("val_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
+        self.log("val_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]),
+                 sync_dist=True)
         if self.trainer.sanity_checking or self.tokenizer is None:
             return
         hyps = decode_batch(self.model, self.tokenizer, batch, self.decoding)
         self._val_hyps.update((i, nbest[0].text) for i, nbest in zip(batch["index"].tolist(), hyps))
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val_hyps:
+        if self.trainer.sanity_checking or self.tokenizer is None:
+            return
+        self._val_hyps = gather_hypotheses(self._val_hyps)
+        if not self._val_hyps:
             return
         references = self.trainer.datamodule.references["valid"]
+        missing = len(references) - len(self._val_hyps)
+        limit = self.trainer.limit_val_batches
+        if missing and isinstance(limit, float) and limit == 1.0:
+            rank_zero_warn(f"validation decoded {len(self._val_hyps)} of {len(references)} "
+                           f"sentences; the {missing} missing count as empty hypotheses in BLEU")
         hyps = [self._val_hyps.get(i, "") for i in range(len(references))]
+        # Every process holds the whole validation set's hypotheses now, so the
+        # scores are the same everywhere: no averaging across processes.
         scores = corpus_scores(hyps, references)
         self.log("val_bleu", scores["bleu"], prog_bar=True)
         self.log("val_chrf", scores["chrf"])
