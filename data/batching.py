@@ -17,15 +17,15 @@ key                shape      content
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["ParallelDataset", "TokenBudgetBatchSampler", "collate_batch"]
+__all__ = ["ParallelDataset", "ResumableDataLoader", "TokenBudgetBatchSampler", "collate_batch"]
 
 
 class ParallelDataset(Dataset):
@@ -95,6 +95,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        #: Batches of the epoch to leave out at the start of the next iteration
+        #: (set by :class:`ResumableDataLoader` when resuming mid-epoch).
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -122,10 +125,78 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        return iter(self._batches()[self.skip:])
 
     def __len__(self) -> int:
+        """Batches in a whole epoch (also while resuming with ``skip`` set)."""
         return len(self._batches())
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`TokenBudgetBatchSampler` whose position
+    within the epoch is saved in checkpoints, so a resumed run continues with
+    the next batch instead of restarting the epoch.
+
+    Lightning stores ``state_dict()`` of a training loader that has one (its
+    ``_Stateful`` protocol) in every checkpoint and calls ``load_state_dict()``
+    before iterating again on resume. The state is ``{"epoch", "batches"}``:
+    the sampler's epoch and how many of its batches the training loop has
+    consumed. ``consumed`` tells that count; batches prefetched by the loop or
+    by worker processes but not yet trained on are not consumed (Lightning's
+    loop fetches one batch ahead, so counting the batches this loader yielded
+    would skip one on resume). Without ``consumed`` the yielded count is used.
+
+    The loader draws its workers' base seed from its own generator (seeded
+    from ``seed``), never from the global torch generator, so creating an
+    iterator on resume does not shift the random stream of dropout.
+
+    Args:
+        dataset: the :class:`ParallelDataset`.
+        batch_sampler: its :class:`TokenBudgetBatchSampler`.
+        consumed: callable returning the batches of the current epoch trained
+            on so far (the data module passes Lightning's batch progress).
+        seed: seed of the loader's own generator.
+        **kwargs: passed to ``DataLoader`` (``collate_fn``, ``num_workers`` ...).
+
+    Source: Lightning's resumable-dataloader interface
+    (``lightning.pytorch.loops.training_epoch_loop``); torchdata's
+    ``StatefulDataLoader`` keeps the same kind of state.
+    """
+
+    def __init__(self, dataset: Dataset, batch_sampler: TokenBudgetBatchSampler,
+                 consumed: Callable[[], int] | None = None, seed: int = 0, **kwargs: Any):
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        super().__init__(dataset, batch_sampler=batch_sampler, generator=generator, **kwargs)
+        self._consumed = consumed
+        self._yielded = 0
+        self._resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": sampler epoch, "batches": batches of it consumed}``."""
+        batches = self._consumed() if self._consumed is not None else self._yielded
+        return {"epoch": int(self.batch_sampler.epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip ``state["batches"]`` batches the next time the same epoch is iterated."""
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+    def __iter__(self):
+        sampler = self.batch_sampler
+        resume, self._resume = self._resume, None
+        skip = resume["batches"] if resume and resume["epoch"] == sampler.epoch else 0
+        sampler.skip = skip
+        try:
+            iterator = super().__iter__()  # takes the sampler's batch list now
+        finally:
+            sampler.skip = 0
+        self._yielded = skip
+        return self._count(iterator)
+
+    def _count(self, iterator):
+        for batch in iterator:
+            self._yielded += 1
+            yield batch
 
 
 def _pad(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None

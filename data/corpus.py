@@ -17,17 +17,20 @@ split and two string columns, ``src`` and ``tgt``.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 if TYPE_CHECKING:
     from .tatoeba import GroupedSplit
 
-__all__ = ["CorpusError", "find_split_file", "load_parallel_corpus"]
+__all__ = ["CorpusError", "find_split_file", "invalid_utf8_error", "load_parallel_corpus",
+           "read_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,30 @@ class CorpusError(ValueError):
     """A corpus that cannot be read as asked; the message says what to fix."""
 
 
+def _languages_of_split(names: list[str], split: str) -> list[str]:
+    """Language codes of the files ``{split}.{lang}[.gz]`` among ``names``."""
+    langs = set()
+    for name in names:
+        stem = name[:-3] if name.endswith(".gz") else name
+        if stem.startswith(f"{split}.") and "." not in stem[len(split) + 1:]:
+            langs.add(stem[len(split) + 1:])
+    return sorted(lang for lang in langs if lang)
+
+
+def _splits_of(names: list[str]) -> list[str]:
+    """Split names of the files ``{split}.{lang}[.gz]`` among ``names``."""
+    stems = (name[:-3] if name.endswith(".gz") else name for name in names)
+    return sorted({stem.rsplit(".", 1)[0] for stem in stems if "." in stem.strip(".")})
+
+
 def find_split_file(data_dir: str | os.PathLike, split: str, lang: str) -> Path:
     """Path of ``{split}.{lang}`` or ``{split}.{lang}.gz`` in ``data_dir``.
 
     Raises:
-        CorpusError: if neither exists; the message lists the files found.
+        CorpusError: if neither exists. The message lists the files found and,
+            when the split has files of other languages, those languages
+            (``languages found for split 'train': cs, de, en``); when it has
+            none, the splits that do have files.
     """
     data_dir = Path(data_dir)
     for name in (f"{split}.{lang}", f"{split}.{lang}.gz"):
@@ -48,16 +70,122 @@ def find_split_file(data_dir: str | os.PathLike, split: str, lang: str) -> Path:
             return data_dir / name
     found = sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else []
     where = f"found: {', '.join(found)}" if found else "the directory is missing or empty"
+    expected = f"expected {split}.{lang} or {split}.{lang}.gz ({where})"
+    languages = _languages_of_split(found, split)
+    if languages:
+        raise CorpusError(
+            f"no file for language {lang!r} of split {split!r} in {data_dir}: {expected}; "
+            f"languages found for split {split!r}: {', '.join(languages)}. Set data.src_lang "
+            f"and data.tgt_lang to languages that have files")
+    splits = _splits_of(found)
+    hint = f"splits found: {', '.join(splits)}; " if splits else ""
     raise CorpusError(
-        f"no file for split {split!r}, language {lang!r} in {data_dir}: expected "
-        f"{split}.{lang} or {split}.{lang}.gz ({where}); check the split names and "
-        f"languages in the data config")
+        f"no file for split {split!r}, language {lang!r} in {data_dir}: {expected}; {hint}"
+        f"check the split names (data.train_split/valid_split/test_split) and languages "
+        f"in the data config")
 
 
-def _read_lines(path: Path, cache_dir: str | None) -> datasets.Dataset:
-    """One ``datasets`` text dataset (column ``text``) per file, line by line."""
-    return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
-                                 cache_dir=cache_dir, keep_linebreaks=False)
+def _is_gzip(path: Path) -> bool:
+    """Whether ``path`` starts with the gzip magic number (as ``datasets`` decides too)."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _first_invalid_utf8(path: Path) -> tuple[int, int, bytes, UnicodeDecodeError] | None:
+    """Where ``path`` (plain or gzip) first stops being UTF-8, or None if it is UTF-8.
+
+    Returns:
+        ``(line, offset, raw_line, error)``: the 1-based line number (lines end
+        at ``\\n``, as ``sed -n 'Np'`` counts them), the 0-based byte offset of
+        the first bad byte in the (decompressed) file, the raw bytes of that
+        line, and the decoder's error (``error.start`` is the offset within it).
+    """
+    offset = 0
+    with (gzip.open if _is_gzip(path) else open)(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return number, offset + err.start, raw, err
+            offset += len(raw)
+    return None
+
+
+def invalid_utf8_error(path: str | os.PathLike, name: str | None = None,
+                       fix: str | None = None) -> CorpusError | None:
+    """The :class:`CorpusError` for the first non-UTF-8 line of ``path``; None if it is UTF-8.
+
+    Scans the file once (decompressing ``.gz``), so call it only after a
+    decode has failed.
+
+    Args:
+        path: the file to scan (plain text or gzip).
+        name: how the message names the file (default: ``path``).
+        fix: what the message says to do (default: re-encode ``path`` with
+            ``iconv``, through ``zcat``/``gzip`` for a gzip file).
+
+    Returns:
+        The error, naming the file, the 1-based number of the first bad line
+        (lines end at ``\\n``, as ``sed -n 'Np'`` counts them), the bad byte,
+        its 0-based offset in the (decompressed) file, and the fix; ``None``
+        if the whole file decodes as UTF-8.
+
+    Raises:
+        OSError: if the file cannot be read (``gzip.BadGzipFile`` for a
+            corrupt gzip file).
+    """
+    path = Path(path)
+    found = _first_invalid_utf8(path)
+    if found is None:
+        return None
+    number, offset, raw, err = found
+    bad = " ".join(f"0x{b:02x}" for b in raw[err.start:err.end])
+    shown = raw.rstrip(b"\r\n")[:200].decode("latin-1")
+    gzipped = _is_gzip(path)
+    if fix is None:
+        if gzipped:
+            command = (f"zcat {path} | iconv -f latin1 -t utf-8 | gzip > {path}.utf8 "
+                       f"&& mv {path}.utf8 {path}")
+        else:
+            command = f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}"
+        fix = (f"re-encode the file as UTF-8, e.g. for Latin-1 (ISO-8859-1) text `{command}` "
+               f"(-f cp1252 for Windows text)")
+    return CorpusError(
+        f"{name or path} line {number} is not valid UTF-8: byte {bad} at byte offset {offset} "
+        f"of the {'decompressed ' if gzipped else ''}file ({err.reason}); read as Latin-1 the "
+        f"line is {shown!r}. Corpus files must be UTF-8: {fix}")
+
+
+def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
+               name: str | None = None, fix: str | None = None) -> datasets.Dataset:
+    """One ``datasets`` text dataset (column ``text``) of a UTF-8 file, line by line.
+
+    Args:
+        path: a plain or gzip text file.
+        cache_dir: where ``datasets`` keeps its Arrow caches.
+        name, fix: how an encoding error names the file and what it says to
+            do (see :func:`invalid_utf8_error`).
+
+    Raises:
+        CorpusError: if the file is not UTF-8; the message names the file, the
+            1-based number of the first bad line, the byte offset and the fix.
+            The file is scanned for it only after ``datasets`` failed to
+            decode it, so reading a good file costs nothing extra.
+    """
+    try:
+        return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
+                                     cache_dir=cache_dir, keep_linebreaks=False)
+    except (DatasetGenerationError, UnicodeDecodeError) as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        error = invalid_utf8_error(path, name, fix)
+        if error is None:  # datasets failed on something the scan cannot see: say what we know
+            error = CorpusError(f"{name or path} could not be decoded as UTF-8 ({cause}); "
+                                f"corpus files must be UTF-8")
+        raise error from err
 
 
 def _drop_empty(ds: datasets.Dataset, split: str) -> datasets.Dataset:
@@ -97,9 +225,13 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
         line-aligned, without empty pairs (the count dropped is logged).
 
     Raises:
-        CorpusError: if a split or language file is missing (naming what was
-            found), or the two files of a split differ in line count (naming
-            both files and both counts).
+        CorpusError: if a split or language file is missing (naming the files
+            found and the languages the split does have), a file is not UTF-8
+            (naming the file and its first bad line), the two files of a split
+            differ in line count (naming both files and both counts), a hub
+            dataset's ``translation`` column lacks a language (naming those it
+            has), the hub is unreachable, or a Tatoeba zip is asked for other
+            languages than en/fr (see :func:`data.tatoeba.load_tatoeba`).
     """
     if not isinstance(splits, dict):
         splits = {name: name for name in splits}
@@ -111,7 +243,7 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
         for name, corpus_split in splits.items():
             src_path = find_split_file(source, corpus_split, src_lang)
             tgt_path = find_split_file(source, corpus_split, tgt_lang)
-            src_ds, tgt_ds = _read_lines(src_path, cache_dir), _read_lines(tgt_path, cache_dir)
+            src_ds, tgt_ds = read_lines(src_path, cache_dir), read_lines(tgt_path, cache_dir)
             if len(src_ds) != len(tgt_ds):
                 raise CorpusError(
                     f"split {corpus_split!r}: {src_path} has {len(src_ds)} lines but "
@@ -121,6 +253,17 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
             out[name] = _drop_empty(ds, corpus_split)
         return datasets.DatasetDict(out)
     return _load_hub_corpus(str(source), src_lang, tgt_lang, splits, cache_dir, hub_config)
+
+
+def _translation_languages(ds: datasets.Dataset) -> list[str]:
+    """Language codes of a ``translation`` column: from its feature, else its first row."""
+    feature = ds.features["translation"]
+    languages = getattr(feature, "languages", None)  # datasets.Translation
+    if languages is None and isinstance(feature, dict):  # a struct of one string per language
+        languages = list(feature)
+    if languages is None:
+        languages = list(ds[0]["translation"]) if len(ds) else []
+    return sorted(languages)
 
 
 def _load_hub_corpus(dataset_id: str, src_lang: str, tgt_lang: str, splits: dict[str, str],
@@ -140,6 +283,15 @@ def _load_hub_corpus(dataset_id: str, src_lang: str, tgt_lang: str, splits: dict
             raise CorpusError(
                 f"hub dataset {dataset_id!r} split {corpus_split!r} has columns "
                 f"{ds.column_names}, not a 'translation' column of {{lang: text}}")
+        languages = _translation_languages(ds)
+        missing = [lang for lang in (src_lang, tgt_lang) if lang not in languages]
+        if missing:
+            raise CorpusError(
+                f"hub dataset {dataset_id!r}"
+                f"{f' (config {hub_config!r})' if hub_config else ''} split {corpus_split!r} has "
+                f"no language {', '.join(map(repr, missing))} in its 'translation' column; "
+                f"languages present: {', '.join(languages) or 'none'}. Set data.src_lang and "
+                f"data.tgt_lang to two of them (or pick another data.hub_config)")
         ds = ds.map(lambda row: {"src": row["translation"][src_lang],
                                  "tgt": row["translation"][tgt_lang]},
                     remove_columns=ds.column_names)

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
+from .batching import ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler, collate_batch
 from .corpus import find_split_file, load_parallel_corpus
 from .tatoeba import GroupedSplit
 from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
@@ -77,8 +77,10 @@ class TranslationDataModule(L.LightningDataModule):
         seed: seed of batch shuffling.
 
     Raises:
-        data.corpus.CorpusError: for missing or misaligned corpus files.
-        ValueError: if the vocabulary size cannot be trained on the corpus.
+        data.corpus.CorpusError: in ``prepare_data``/``setup``, for missing,
+            misaligned or non-UTF-8 corpus files, or unknown languages or splits.
+        ValueError: in ``prepare_data``, if the vocabulary size cannot be
+            trained on the training split.
     """
 
     def __init__(self, source: str = "../shared/data/multi30k", src_lang: str = "en",
@@ -138,16 +140,25 @@ class TranslationDataModule(L.LightningDataModule):
         return corpus
 
     def prepare_data(self) -> None:
-        """Train the tokenizer and tokenize every split, unless cached already."""
+        """Train the tokenizer and tokenize every split, unless cached already.
+
+        Raises:
+            data.corpus.CorpusError: for missing, misaligned or non-UTF-8
+                corpus files, or unknown languages or splits.
+            ValueError: if ``vocab_size`` does not fit the training split (the
+                message names ``data.vocab_size`` and the size that fits).
+        """
         path = self.cache_path
         if (path / "done").exists():
             return
         start = time.perf_counter()
         corpus = self._load_text()
         train = corpus["train"]
-        tokenizer = train_tokenizer(list(train["src"]) + list(train["tgt"]),
-                                    vocab_size=self.vocab_size,
-                                    model_type=self.spm_model_type)
+        sentences = list(train["src"]) + list(train["tgt"])
+        tokenizer = train_tokenizer(
+            sentences, vocab_size=self.vocab_size, model_type=self.spm_model_type,
+            corpus=f"the training split {self.splits['train']!r} of {self.source} "
+                   f"({len(sentences)} {self.src_lang} and {self.tgt_lang} sentences)")
         path.mkdir(parents=True, exist_ok=True)
         for name, ds in corpus.items():
             src_flat, src_off = _pack([ids + [EOS_ID] for ids in tokenizer.encode(ds["src"])])
@@ -160,7 +171,11 @@ class TranslationDataModule(L.LightningDataModule):
         log.info("tokenized %s in %.1f s -> %s", self.source, time.perf_counter() - start, path)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the tokenizer, token ids and raw references from the cache."""
+        """Load the tokenizer, token ids and raw references from the cache.
+
+        Raises:
+            data.corpus.CorpusError, ValueError: as :meth:`prepare_data`.
+        """
         if self.datasets:
             return
         self.prepare_data()
@@ -195,9 +210,15 @@ class TranslationDataModule(L.LightningDataModule):
         sampler = TokenBudgetBatchSampler(ds.src_lens(), ds.tgt_lens(), max_tokens,
                                           shuffle=shuffle, seed=self.seed,
                                           num_replicas=replicas, rank=rank)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        consumed = None
+        if trainer is not None and name == "train":
+            # Batches of this epoch the training loop has trained on: what a
+            # checkpoint must record so a resumed run continues with the next one.
+            def consumed() -> int:
+                return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return ResumableDataLoader(ds, sampler, consumed=consumed, seed=self.seed,
+                                   collate_fn=collate_batch, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.max_tokens, shuffle=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .corpus import CorpusError
+from .corpus import CorpusError, read_lines
 
 __all__ = ["LANGUAGES", "MEMBER", "SPLITS", "GroupedSplit", "extract_member", "group_ids",
            "grouped_split", "load_tatoeba", "read_tatoeba"]
@@ -137,14 +137,17 @@ def read_tatoeba(zip_path: str | os.PathLike, cache_dir: str | None = None) -> d
 
     Raises:
         CorpusError: for a missing or malformed file (a line without a tab or
-            with more than 3 fields, named by its number), or no pairs at all.
+            with more than 3 fields, or not UTF-8, named by its number), or no
+            pairs at all.
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise CorpusError(f"Tatoeba zip {zip_path} does not exist; check data.source")
     text_path = extract_member(zip_path, cache_dir or datasets.config.HF_DATASETS_CACHE)
-    lines = datasets.load_dataset("text", data_files={"lines": str(text_path)}, split="lines",
-                                  cache_dir=cache_dir, keep_linebreaks=False)
+    lines = read_lines(text_path, cache_dir, name=f"{MEMBER} in {zip_path}",
+                       fix=f"re-encode {MEMBER} as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) and "
+                           f"zip it again, or download {zip_path.name} again from "
+                           f"manythings.org/anki")
     pairs = lines.map(_parse_lines, batched=True, with_indices=True, remove_columns=["text"],
                       fn_kwargs={"path": str(text_path)}, desc=f"parsing {MEMBER}")
     dropped = len(lines) - len(pairs)
@@ -233,10 +236,15 @@ def load_tatoeba(zip_path: str | os.PathLike, src_lang: str, tgt_lang: str,
             a missing or malformed file.
     """
     if sorted((src_lang, tgt_lang)) != sorted(LANGUAGES):
+        unknown = [lang for lang in dict.fromkeys((src_lang, tgt_lang)) if lang not in LANGUAGES]
+        codes = "codes" if len(unknown) > 1 else "code"
+        problem = (f"unknown language {codes} {', '.join(map(repr, unknown))}" if unknown
+                   else "the two languages must differ")
         raise CorpusError(
             f"{zip_path} ({MEMBER}) holds English (en) and French (fr) pairs, but "
-            f"src_lang={src_lang!r} and tgt_lang={tgt_lang!r}; set data.src_lang and "
-            f"data.tgt_lang to en and fr (either order)")
+            f"src_lang={src_lang!r} and tgt_lang={tgt_lang!r}: {problem}; the valid codes are "
+            f"{', '.join(LANGUAGES)}. Set data.src_lang and data.tgt_lang to en and fr "
+            f"(either order)")
     if not isinstance(splits, dict):
         splits = {name: name for name in splits}
     unknown = sorted(set(splits.values()) - set(SPLITS))

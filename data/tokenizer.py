@@ -15,6 +15,7 @@ piece   id  use
 from __future__ import annotations
 
 import io
+import re
 from typing import Iterable
 
 import sentencepiece as spm
@@ -92,7 +93,8 @@ class Tokenizer:
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
                     model_type: str = "unigram", character_coverage: float = 1.0,
-                    seed_sentences: int = 1_000_000, num_threads: int = 2) -> Tokenizer:
+                    seed_sentences: int = 1_000_000, num_threads: int = 2,
+                    corpus: str = "the training split") -> Tokenizer:
     """Train one SentencePiece model on the given sentences (source and target together).
 
     Args:
@@ -102,14 +104,16 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
         character_coverage: share of characters covered (1.0 for Latin scripts).
         seed_sentences: at most this many sentences are used for training.
         num_threads: SentencePiece trainer threads.
+        corpus: how error messages name the sentences (e.g. the split and file).
 
     Returns:
         :class:`Tokenizer` with the fixed special ids of this module.
 
     Raises:
-        ValueError: if the sentences cannot support ``vocab_size`` pieces (the
-            message gives the largest size SentencePiece would accept and the
-            config key to change).
+        ValueError: if the sentences cannot support ``vocab_size`` pieces. The
+            message names ``data.vocab_size``, the requested size, the largest
+            (or smallest) size SentencePiece accepts for these sentences, and
+            the fix.
     """
     model = io.BytesIO()
     try:
@@ -120,7 +124,21 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
             input_sentence_size=seed_sentences, shuffle_input_sentence=True,
             num_threads=num_threads, minloglevel=2)
     except RuntimeError as err:
-        raise ValueError(
-            f"SentencePiece could not train a vocabulary of {vocab_size} pieces on this "
-            f"training split ({err}); lower data.vocab_size in the config") from err
+        raise ValueError(_vocab_size_message(str(err), vocab_size, model_type, corpus)) from err
     return Tokenizer(model.getvalue())
+
+
+def _vocab_size_message(error: str, vocab_size: int, model_type: str, corpus: str) -> str:
+    """A SentencePiece trainer error -> what ``data.vocab_size`` must be, and why."""
+    largest = re.search(r"too high \((\d+)\)\. Please set it to a value <= (\d+)", error)
+    if largest:
+        return (f"data.vocab_size={vocab_size} is too large for {corpus}: SentencePiece "
+                f"({model_type}) can make at most {largest.group(2)} pieces from it. Set "
+                f"data.vocab_size to {largest.group(2)} or less, or train on a larger corpus")
+    smallest = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", error)
+    if smallest:
+        return (f"data.vocab_size={vocab_size} is too small for {corpus}: it needs at least "
+                f"{smallest.group(2)} pieces (one per character, plus the 4 special ones). Set "
+                f"data.vocab_size to {smallest.group(2)} or more")
+    return (f"SentencePiece could not train a vocabulary of data.vocab_size={vocab_size} pieces "
+            f"({model_type}) on {corpus} ({error}); change data.vocab_size in the config")

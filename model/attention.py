@@ -172,6 +172,10 @@ class DotProductAttention(nn.Module):
     which computes the same function (tested) and sets
     ``.attention_weights`` to None.
 
+    ``forward(..., is_causal=True)`` applies the causal mask (query ``i``
+    sees keys ``0..i``, ``valid_lens`` ignored) without building it, so the
+    fused kernel can use its causal mode (FlashAttention on GPU).
+
     Args:
         dropout: dropout probability on the attention weights (training only).
         keep_weights: keep the attention weights of each call.
@@ -182,7 +186,8 @@ class DotProductAttention(nn.Module):
         -> output ``(B, [H,] Q, v)``; ``attention_weights`` ``(B, [H,] Q, K)``.
 
     Raises:
-        ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`).
+        ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`),
+            or ``is_causal`` with ``Q != K``.
 
     Source: Vaswani et al. 2017, eq. 1; d2l.ai §11.3.3.
     """
@@ -194,14 +199,23 @@ class DotProductAttention(nn.Module):
         self.attention_weights: torch.Tensor | None = None
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+                valid_lens: torch.Tensor | None = None, is_causal: bool = False
+                ) -> torch.Tensor:
+        if is_causal and queries.shape[-2] != keys.shape[-2]:
+            raise ValueError(f"is_causal needs as many queries as keys, got "
+                             f"{queries.shape[-2]} queries and {keys.shape[-2]} keys")
         if not self.keep_weights:
             self.attention_weights = None
-            mask = valid_mask(valid_lens, queries.shape[-2], keys.shape[-2], queries.device)
+            mask = None
+            if not is_causal:
+                mask = valid_mask(valid_lens, queries.shape[-2], keys.shape[-2], queries.device)
+                mask = _broadcast_mask(mask, queries.dim())
             with sdpa_kernel(_sdpa_backends(queries.device)):
                 return F.scaled_dot_product_attention(
-                    queries, keys, values, attn_mask=_broadcast_mask(mask, queries.dim()),
+                    queries, keys, values, attn_mask=mask, is_causal=is_causal,
                     dropout_p=self.dropout.p if self.training else 0.0)
+        if is_causal:
+            valid_lens = causal_valid_lens(queries.shape[0], queries.shape[-2], queries.device)
         d = queries.shape[-1]
         scores = queries @ keys.transpose(-2, -1) / math.sqrt(d)  # (B, [H,] Q, K)
         self.attention_weights = masked_softmax(scores, valid_lens)
@@ -427,14 +441,56 @@ class MultiHeadAttention(nn.Module):
         values = self.transpose_qkv(self.W_v(values))  # (B, H, K, Dh)
         return keys, values
 
+    def project_qkv(self, X: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's three projections of ``X`` ``(B, T, D)`` in one matrix product.
+
+        ``W_q``, ``W_k`` and ``W_v`` stay separate parameters (as in d2l.ai);
+        their weights are concatenated for the call, so the result equals the
+        three separate projections (tested), with one ``(B*T, D) x (D, 3D)``
+        product instead of three. Returns queries, keys, values, each
+        ``(B, H, T, Dh)``.
+
+        Source: the packed ``in_proj_weight`` of ``torch.nn.MultiheadAttention``.
+        """
+        weight = torch.cat([self.W_q.weight, self.W_k.weight, self.W_v.weight])  # (3D, D)
+        bias = None
+        if self.W_q.bias is not None:
+            bias = torch.cat([self.W_q.bias, self.W_k.bias, self.W_v.bias])  # (3D,)
+        queries, keys, values = F.linear(X, weight, bias).chunk(3, dim=-1)  # (B, T, D) each
+        return self.transpose_qkv(queries), self.transpose_qkv(keys), self.transpose_qkv(values)
+
+    def attend_heads(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                     valid_lens: torch.Tensor | None = None, is_causal: bool = False
+                     ) -> torch.Tensor:
+        """Attend with projected, head-split queries ``(B, H, Q, Dh)`` to keys and
+        values ``(B, H, K, Dh)`` -> ``(B, Q, D)`` (after ``W_o``).
+
+        ``is_causal`` is a hint that ``valid_lens`` is exactly the causal mask
+        (``Q == K``, position ``i`` sees keys ``0..i``): the fused dot-product
+        kernel then uses its causal mode (FlashAttention on GPU) instead of a
+        ``(B, Q, K)`` mask. The result is the same either way (tested).
+        """
+        if is_causal and isinstance(self.attention, DotProductAttention):
+            output = self.attention(queries, keys, values, valid_lens, is_causal=True)
+        else:
+            output = self.attention(queries, keys, values, valid_lens)  # (B, H, Q, Dh)
+        return self.W_o(self.transpose_output(output))  # (B, Q, D)
+
     def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
         """Attend with raw queries ``(B, Q, q)`` to projected, head-split keys and
         values ``(B, H, K, Dh)`` (from :meth:`project_kv`) -> ``(B, Q, D)``."""
         queries = self.transpose_qkv(self.W_q(queries))  # (B, H, Q, Dh)
-        output = self.attention(queries, keys, values, valid_lens)  # (B, H, Q, Dh)
-        return self.W_o(self.transpose_output(output))  # (B, Q, D)
+        return self.attend_heads(queries, keys, values, valid_lens)  # (B, Q, D)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+        if queries is keys and keys is values and self._packable():
+            # Self-attention: one fused projection (same result, fewer kernels).
+            return self.attend_heads(*self.project_qkv(queries), valid_lens)  # (B, Q, D)
         return self.attend(queries, *self.project_kv(keys, values), valid_lens)  # (B, Q, D)
+
+    def _packable(self) -> bool:
+        return (self.W_q.in_features == self.W_k.in_features == self.W_v.in_features
+                and self.W_v.out_features == self.W_q.out_features)

@@ -98,13 +98,17 @@ class TransformerDecoderBlock(nn.Module):
         dec_valid_lens = causal_valid_lens(X.shape[0], X.shape[1], X.device, offset)  # (B, T)
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
-            keys, values = self.attention1.project_kv(h, h)  # (B, H, T, Dh) each
+            queries, keys, values = self.attention1.project_qkv(h)  # (B, H, T, Dh) each
             if cache is not None:
                 if "self" in cache:
                     keys = torch.cat([cache["self"][0], keys], dim=2)  # (B, H, offset + T, Dh)
                     values = torch.cat([cache["self"][1], values], dim=2)
                 cache["self"] = (keys, values)
-            return self.attention1.attend(h, keys, values, dec_valid_lens)
+            # Without earlier positions the mask is exactly causal: let the fused
+            # kernel apply it (FlashAttention on GPU) instead of a (B, T, T) mask.
+            causal = keys.shape[2] == queries.shape[2]
+            return self.attention1.attend_heads(queries, keys, values, dec_valid_lens,
+                                                is_causal=causal)
 
         def cross_attention(h: torch.Tensor) -> torch.Tensor:
             if cache is None:

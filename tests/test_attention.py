@@ -462,6 +462,47 @@ def test_multihead_dot_self_attention_matches_nn_on_valid_queries(bias):
     assert_close(out[mask], expected[mask])
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+def test_multihead_fused_self_attention_projection_equals_separate(scoring, bias):
+    """``project_qkv`` (one product with W_q|W_k|W_v) equals the three projections,
+    and self-attention (the same tensor three times, fused path) equals the call
+    with three equal but distinct tensors (separate path), values and gradients."""
+    mha = MultiHeadAttention(D, H, 0.0, bias=bias, scoring=scoring).eval()
+    randomize_biases(mha)
+    X = torch.randn(B, K, D)
+    q, k, v = mha.project_qkv(X)
+    assert_close(q, mha.transpose_qkv(mha.W_q(X)))
+    assert_close(k, mha.transpose_qkv(mha.W_k(X)))
+    assert_close(v, mha.transpose_qkv(mha.W_v(X)))
+
+    valid_lens = lens_of("ragged")
+    fused = mha(X, X, X, valid_lens)
+    fused_grads = torch.autograd.grad(fused.square().sum(), list(mha.parameters()))
+    separate = mha(X.clone(), X.clone(), X.clone(), valid_lens)
+    separate_grads = torch.autograd.grad(separate.square().sum(), list(mha.parameters()))
+    assert_close(fused, separate)
+    for a, b in zip(fused_grads, separate_grads):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["explicit", "fast"])
+def test_dot_product_is_causal_equals_causal_valid_lens(keep_weights):
+    """The ``is_causal`` hint gives the same output as the causal valid lengths
+    (the mask the decoder would otherwise build), forward and backward."""
+    attention = DotProductAttention(0.0, keep_weights=keep_weights)
+    queries, keys, values = (torch.randn(B, H, K, 5, requires_grad=True) for _ in range(3))
+    hinted = attention(queries, keys, values, None, is_causal=True)
+    hinted_grads = torch.autograd.grad(hinted.square().sum(), (queries, keys, values))
+    masked = attention(queries, keys, values, causal_valid_lens(B, K))
+    masked_grads = torch.autograd.grad(masked.square().sum(), (queries, keys, values))
+    assert_close(hinted, masked)
+    for a, b in zip(hinted_grads, masked_grads):
+        assert_close(a, b)
+    with pytest.raises(ValueError, match="as many queries as keys"):
+        attention(queries[:, :, :2], keys, values, is_causal=True)
+
+
 def multihead_head_loop_reference(mha: MultiHeadAttention, queries, keys, values, valid_lens):
     """Each head scored by its own call of the scoring module on 3-D inputs."""
     Dh = D // mha.num_heads

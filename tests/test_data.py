@@ -11,6 +11,7 @@ import gzip
 import io
 import logging
 import pickle
+import re
 import socket
 from pathlib import Path
 
@@ -148,6 +149,130 @@ def test_corpus_hub_unreachable(tmp_path, monkeypatch):
     assert isinstance(info.value.__cause__, (ConnectionError, OSError))
 
 
+# ----------------------------------------------------- corpus: bad input
+GOOD = ["a man rides a bike", "zwei Hunde spielen im Schnee", "ein Café", "the end"]
+
+
+def write_bytes(path: Path, lines: list[bytes]) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("bad,start", [
+    (b"caf\xe9 noir", 3),                # Latin-1 e-acute: not a UTF-8 lead byte here
+    (b"50 \xe2\x82 each", 3),            # a 3-byte sequence cut after 2 bytes
+    (b"\xff\xfe", 0),                    # a byte that is never UTF-8
+], ids=["latin1", "truncated", "ff"])
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("side", ["en", "de"])
+def test_corpus_invalid_utf8_names_file_and_line(tmp_path, bad, start, compress, side):
+    """The error names the file, the 1-based line the bytes were put on, and their offset."""
+    number = 3  # 1-based line of the bad bytes
+    lines = [line.encode("utf-8") for line in GOOD]
+    lines.insert(number - 1, bad)
+    names = {lang: f"train.{lang}" + (".gz" if compress else "") for lang in ("en", "de")}
+    write_bytes(tmp_path / names[side], lines)
+    write_bytes(tmp_path / names[{"en": "de", "de": "en"}[side]],
+                [line.encode("utf-8") for line in GOOD + ["x"]])
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus(tmp_path, "en", "de", ["train"], cache_dir=str(tmp_path / "hf"))
+    message = str(info.value)
+    path = tmp_path / names[side]
+    offset = sum(len(line) + 1 for line in lines[:number - 1]) + start
+    assert f"{path} line {number} is not valid UTF-8" in message, message
+    assert f"byte 0x{bad[start]:02x}" in message
+    assert f"at byte offset {offset} of the {'decompressed ' if compress else ''}file" in message
+    assert repr(bad.decode("latin-1")) in message  # the line as it reads in Latin-1
+    assert "iconv -f latin1 -t utf-8" in message
+    assert ("zcat" in message) == compress
+    assert isinstance(info.value.__cause__, Exception)  # the decode error is chained
+
+
+def test_corpus_invalid_utf8_fixed_as_the_message_says(tmp_path):
+    """Re-encoding from Latin-1, as the message suggests, makes the file readable."""
+    lines = [line.encode("latin-1") for line in GOOD]  # "ein Café" becomes invalid UTF-8
+    write_bytes(tmp_path / "train.en.gz", lines)
+    write_lines(tmp_path / "train.de", GOOD)
+    with pytest.raises(CorpusError, match=r"train\.en\.gz line 3 is not valid UTF-8"):
+        load_parallel_corpus(tmp_path, "en", "de", ["train"], cache_dir=str(tmp_path / "hf"))
+    # zcat | iconv -f latin1 -t utf-8 | gzip, in Python:
+    with gzip.open(tmp_path / "train.en.gz", "rb") as f:
+        fixed = f.read().decode("latin-1").encode("utf-8")
+    with gzip.open(tmp_path / "train.en.gz", "wb") as f:
+        f.write(fixed)
+    corpus = load_parallel_corpus(tmp_path, "en", "de", ["train"],
+                                  cache_dir=str(tmp_path / "hf2"))
+    assert corpus["train"]["src"] == GOOD
+
+
+def test_corpus_unknown_language_lists_languages(tmp_path):
+    for name in ("train.cs", "train.de.gz", "train.en", "train.fr.gz", "train.tok.en",
+                 "train_small.it", "val.en", "val.de"):
+        if name.endswith(".gz"):
+            write_bytes(tmp_path / name, [b"hello"])
+        else:
+            write_lines(tmp_path / name, ["hello"])
+    for src, tgt, split, missing in (("en", "xx", "train", "xx"), ("xx", "de", "train", "xx"),
+                                     ("fr", "en", "val", "fr")):
+        with pytest.raises(CorpusError) as info:
+            load_parallel_corpus(tmp_path, src, tgt, [split], cache_dir=str(tmp_path / "hf"))
+        message = str(info.value)
+        assert f"no file for language {missing!r} of split {split!r}" in message, message
+        expected = "cs, de, en, fr" if split == "train" else "de, en"
+        assert f"languages found for split {split!r}: {expected}." in message, message
+        assert "data.src_lang" in message and "data.tgt_lang" in message
+
+
+def test_corpus_missing_split_lists_splits(tmp_path):
+    for name in ("train.en", "train.de", "val.en", "test_2016_flickr.en"):
+        write_lines(tmp_path / name, ["hello"])
+    with pytest.raises(CorpusError, match=r"splits found: test_2016_flickr, train, val; "
+                                          r"check the split names \(data.train_split"):
+        load_parallel_corpus(tmp_path, "en", "de", ["valid"], cache_dir=str(tmp_path / "hf"))
+
+
+def fake_hub_dataset(feature_form: str):
+    """An in-memory stand-in for a hub dataset with a de/en ``translation`` column."""
+    import datasets
+
+    rows = [{"de": "ein Hund", "en": "a dog"}, {"de": "eine Katze", "en": "a cat"}]
+    if feature_form == "Translation":  # as wmt14 declares it
+        features = datasets.Features({"translation": datasets.Translation(languages=["en", "de"])})
+    else:  # a plain struct of strings, as load_dataset infers from JSON
+        features = datasets.Features({"translation": {"de": datasets.Value("string"),
+                                                      "en": datasets.Value("string")}})
+    return datasets.Dataset.from_dict({"translation": rows}, features=features), rows
+
+
+@pytest.mark.parametrize("feature_form", ["Translation", "struct"])
+def test_corpus_hub_unknown_language_lists_languages(tmp_path, monkeypatch, feature_form):
+    import datasets
+
+    ds, rows = fake_hub_dataset(feature_form)
+    calls = []
+
+    def load_dataset(dataset_id, config, split, cache_dir):
+        calls.append((dataset_id, config, split))
+        return ds
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.chdir(tmp_path)  # so the id cannot be mistaken for a local folder
+    corpus = load_parallel_corpus("someone/de-en-corpus", "en", "de", ["train"],
+                                  hub_config="de-en")
+    assert corpus["train"]["src"] == [r["en"] for r in rows]
+    assert corpus["train"]["tgt"] == [r["de"] for r in rows]
+    with pytest.raises(CorpusError) as info:
+        load_parallel_corpus("someone/de-en-corpus", "en", "fr", ["train"], hub_config="de-en")
+    message = str(info.value)
+    assert "'someone/de-en-corpus' (config 'de-en') split 'train'" in message
+    assert "no language 'fr'" in message and "languages present: de, en." in message
+    assert calls == [("someone/de-en-corpus", "de-en", "train")] * 2
+
+
 # -------------------------------------------------------------- tokenizer
 def test_tokenizer_special_ids_and_size(tokenizer):
     assert tokenizer.vocab_size == 400
@@ -186,9 +311,23 @@ def test_tokenizer_pickles(tokenizer, train_sentences, tmp_path):
     assert loaded.encode(train_sentences[:20]) == tokenizer.encode(train_sentences[:20])
 
 
-def test_tokenizer_vocab_too_large(train_sentences):
-    with pytest.raises(ValueError, match="data.vocab_size"):
-        train_tokenizer(train_sentences, vocab_size=100_000)
+@pytest.mark.parametrize("requested,too,bound,fix,step", [
+    (100_000, "large", "at most", "or less", 1),
+    (8, "small", "at least", "or more", -1),
+], ids=["too_large", "too_small"])
+def test_tokenizer_vocab_size_out_of_range(train_sentences, requested, too, bound, fix, step):
+    """The message names data.vocab_size and the size SentencePiece accepts; the
+    reference for that size is SentencePiece: it trains it, and not one beyond it."""
+    with pytest.raises(ValueError) as info:
+        train_tokenizer(train_sentences, vocab_size=requested, corpus="the test sentences",
+                        num_threads=1)
+    message = str(info.value)
+    assert f"data.vocab_size={requested} is too {too} for the test sentences" in message
+    limit = int(re.search(rf"{bound} (\d+) pieces", message).group(1))
+    assert f"Set data.vocab_size to {limit} {fix}" in message, message
+    assert train_tokenizer(train_sentences, vocab_size=limit, num_threads=1).vocab_size == limit
+    with pytest.raises(ValueError, match=f"{bound} {limit} pieces"):
+        train_tokenizer(train_sentences, vocab_size=limit + step, num_threads=1)
 
 
 def test_tokenizer_rejects_other_special_ids(train_sentences):

@@ -188,9 +188,18 @@ def test_load_parallel_corpus_routes_a_zip(tatoeba_zip, hf_cache):
 
 
 # ----------------------------------------------------------------- errors
-def test_error_languages(tatoeba_zip, hf_cache):
-    with pytest.raises(CorpusError, match=r"src_lang='en' and tgt_lang='de'.*data.src_lang"):
-        load(tatoeba_zip, hf_cache, src="en", tgt="de")
+@pytest.mark.parametrize("src,tgt,problem", [
+    ("en", "de", "unknown language code 'de'"),
+    ("eng", "fra", "unknown language codes 'eng', 'fra'"),  # the zip's own naming
+    ("fr", "fr", "the two languages must differ"),
+], ids=["unknown", "three-letter", "same"])
+def test_error_languages(tatoeba_zip, hf_cache, src, tgt, problem):
+    with pytest.raises(CorpusError) as info:
+        load(tatoeba_zip, hf_cache, src=src, tgt=tgt)
+    message = str(info.value)
+    assert f"src_lang={src!r} and tgt_lang={tgt!r}: {problem}; the valid codes are en, fr." \
+        in message, message
+    assert "data.src_lang and data.tgt_lang" in message
 
 
 def test_error_unknown_split(tatoeba_zip, hf_cache):
@@ -209,6 +218,23 @@ def test_error_line_without_tab(tmp_path, lines):
     bad = write_zip(tmp_path / "fra-eng.zip", lines[:3] + ["just one field"] + lines[3:])
     with pytest.raises(CorpusError, match=r"fra\.txt line 4 has no tab"):
         read_tatoeba(bad, str(tmp_path / "hf"))
+
+
+def test_error_invalid_utf8_names_member_and_line(tmp_path, lines):
+    """A Latin-1 line in fra.txt: the error names the member, the zip and the line."""
+    bad = "The café is open.\tLe café est ouvert.\tCC-BY".encode("latin-1")
+    raw = [line.encode("utf-8") for line in lines[:6]] + [bad] + \
+        [line.encode("utf-8") for line in lines[6:]]
+    zip_path = tmp_path / "fra-eng.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("fra.txt", b"".join(line + b"\n" for line in raw))
+    with pytest.raises(CorpusError) as info:
+        read_tatoeba(zip_path, str(tmp_path / "hf"))
+    message = str(info.value)
+    offset = sum(len(line) + 1 for line in raw[:6]) + bad.index(b"\xe9")
+    assert f"fra.txt in {zip_path} line 7 is not valid UTF-8: byte 0xe9 at byte offset " \
+        f"{offset} of the file" in message, message
+    assert "re-encode fra.txt as UTF-8" in message and "manythings.org" in message
 
 
 def test_error_not_a_tatoeba_zip(tmp_path):

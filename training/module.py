@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
 
 import lightning as L
 import torch
@@ -24,7 +28,8 @@ from model.rnn import RNNConfig
 
 from .evaluation import DecodingConfig, corpus_scores, decode_batch
 
-__all__ = ["TranslationModule", "inverse_sqrt_schedule", "gather_hypotheses", "CHECKPOINT_FORMAT"]
+__all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule",
+           "gather_hypotheses", "rng_states", "set_rng_states", "CHECKPOINT_FORMAT"]
 
 #: Marker written into every checkpoint of this project.
 CHECKPOINT_FORMAT = "attention-nmt/1"
@@ -42,6 +47,37 @@ def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
     step = step + 1
     warmup_steps = max(1, warmup_steps)
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and
+    the last good checkpoint to resume from."""
+
+
+def rng_states() -> dict:
+    """Every random generator training draws from, as plain tensors and tuples
+    (loadable with ``torch.load(weights_only=True)``): torch CPU, each CUDA
+    device, NumPy's global generator and Python's ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+              "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` returned (CUDA states only where the
+    device count matches, so a GPU checkpoint also loads on a CPU machine)."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def gather_hypotheses(hyps: dict[int, str]) -> dict[int, str]:
@@ -94,6 +130,17 @@ class TranslationModule(L.LightningModule):
         beam_size: beam size of validation decoding (1: greedy); also the
             default of ``scripts/evaluate.py`` and ``scripts/translate.py``.
         length_penalty: GNMT length-penalty exponent alpha for beam search.
+        nonfinite_loss: what a NaN or infinite training loss or gradient
+            norm does, checked before the optimizer step: ``"stop"`` raises
+            :class:`NonFiniteLossError` naming the step and the last good
+            checkpoint (the bad update is never applied or saved); ``"skip"``
+            warns and leaves the weights and optimizer state of that update
+            untouched (the learning-rate schedule still advances). Under DDP
+            gradients are averaged first, so every process decides the same.
+
+    Raises:
+        ValueError: for an unknown ``nonfinite_loss`` or conflicting configs.
+        NonFiniteLossError: during training, see ``nonfinite_loss``.
 
     Shapes:
         batches as produced by :func:`data.batching.collate_batch`.
@@ -107,8 +154,12 @@ class TranslationModule(L.LightningModule):
                  label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
                  weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
-                 beam_size: int = 1, length_penalty: float = 1.0):
+                 beam_size: int = 1, length_penalty: float = 1.0,
+                 nonfinite_loss: str = "stop"):
         super().__init__()
+        if nonfinite_loss not in ("stop", "skip"):
+            raise ValueError(f"model.nonfinite_loss={nonfinite_loss!r} is unknown; "
+                             f"use 'stop' or 'skip'")
         if rnn is not None:
             if config is not None:
                 raise ValueError(
@@ -128,13 +179,15 @@ class TranslationModule(L.LightningModule):
             "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
             "warmup_steps": warmup_steps, "betas": tuple(betas), "eps": eps,
             "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b,
-            "beam_size": beam_size, "length_penalty": length_penalty})
+            "beam_size": beam_size, "length_penalty": length_penalty,
+            "nonfinite_loss": nonfinite_loss})
         self.decoding = DecodingConfig(beam_size=beam_size, alpha=length_penalty,
                                        max_len_a=max_len_a, max_len_b=max_len_b)
         self.config = config
         self.model = build_model(config)
         self.tokenizer: Tokenizer | None = None
         self._val_hyps: dict[int, str] = {}
+        self.skipped_batches = 0
 
     # -------------------------------------------------------------- plumbing
     def setup(self, stage: str) -> None:
@@ -164,10 +217,14 @@ class TranslationModule(L.LightningModule):
         checkpoint["format"] = CHECKPOINT_FORMAT
         if self.tokenizer is not None:
             checkpoint["tokenizer_model"] = self.tokenizer.model_proto
+        # A resumed run draws the same dropout masks as an uninterrupted one.
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "tokenizer_model" in checkpoint:
             self.set_tokenizer(Tokenizer(checkpoint["tokenizer_model"]))
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     # -------------------------------------------------------------- training
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +240,64 @@ class TranslationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(batch)
+        self._step_loss = loss.detach()  # checked with the gradients, before the update
         self.log("train_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
         return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip the global gradient norm (``trainer.gradient_clip_val``) and, before
+        the optimizer applies anything, act on a non-finite loss or gradient norm
+        as ``nonfinite_loss`` says. One host sync per update (the progress bar
+        reads the loss every step anyway). With a loss scaler (16-mixed), whose
+        job it is to skip overflowing steps, Lightning's own clipping runs."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None or \
+                gradient_clip_algorithm not in (None, "norm"):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]
+                  if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val or float("inf"))
+        loss = getattr(self, "_step_loss", norm)
+        if bool(torch.isfinite(norm) & torch.isfinite(loss)):
+            return
+        what = "loss" if not torch.isfinite(loss) else "gradient norm"
+        where = (f"non-finite training {what} (loss {loss.item()}, gradient norm {norm.item()}) "
+                 f"at global step {self.global_step} (epoch {self.current_epoch})")
+        if self.hparams.nonfinite_loss == "skip":
+            for p in params:
+                p.grad = None  # the optimizer leaves parameters without gradients untouched
+            self.skipped_batches += 1
+            rank_zero_warn(f"{where}: skipped this batch's update "
+                           f"(model.nonfinite_loss=skip; {self.skipped_batches} skipped so far)")
+            return
+        raise NonFiniteLossError(f"{where}; stopped before the update, nothing saved after it. "
+                                 f"{self._last_good_checkpoint()} Lower model.lr, raise "
+                                 f"model.warmup_steps, train with --trainer.precision 32-true, "
+                                 f"or set model.nonfinite_loss=skip to skip such batches")
+
+    def _last_good_checkpoint(self) -> str:
+        """Sentence naming the newest checkpoint this run wrote, and its step."""
+        paths = set()
+        for callback in self.trainer.checkpoint_callbacks:
+            for name in ("last_model_path", "best_model_path"):
+                if getattr(callback, name, ""):
+                    paths.add(Path(getattr(callback, name)))
+            dirpath = getattr(callback, "dirpath", None)
+            if dirpath and Path(dirpath).is_dir():
+                paths.update(Path(dirpath).glob("*.ckpt"))
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            return "No checkpoint was written before it, so nothing to resume from."
+        newest = max(paths, key=lambda p: p.stat().st_mtime_ns)
+        try:
+            step = torch.load(newest, map_location="cpu", weights_only=True)["global_step"]
+            at = f" (global step {step})"
+        except Exception:  # noqa: BLE001 - the message is best effort
+            at = ""
+        return (f"The last good checkpoint is {newest}{at}; resume from it with "
+                f"--ckpt_path {newest}.")
 
     def configure_optimizers(self):
         params_decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
