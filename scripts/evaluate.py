@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from training.checkpoint import load_translator  # noqa: E402
+from data.corpus import CorpusError  # noqa: E402
+from training.checkpoint import CheckpointError, load_translator  # noqa: E402
 from training.evaluation import corpus_scores, translate  # noqa: E402
 
 
@@ -88,4 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CheckpointError, CorpusError) as err:
+        # A wrong file is the user's to fix: say what is wrong, without a traceback.
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

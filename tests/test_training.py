@@ -485,6 +485,76 @@ def test_load_translator_inconsistent(trained, tmp_path):
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     with pytest.raises(CheckpointError, match="400 pieces.*vocab_size=401"):
         load_translator(tmp_path / "mismatch.ckpt")
+    ckpt["hyper_parameters"]["config"]["vocab_size"] = 400
+    ckpt["tokenizer_model"] = default_ids_tokenizer(tmp_path)
+    torch.save(ckpt, tmp_path / "special_ids.ckpt")
+    with pytest.raises(CheckpointError, match=r"pad/unk/bos/eos ids \(-1, 0, 1, 2\)"):
+        load_translator(tmp_path / "special_ids.ckpt")
+    ckpt["tokenizer_model"] = b"not a sentencepiece model"
+    torch.save(ckpt, tmp_path / "garbage_tokenizer.ckpt")
+    with pytest.raises(CheckpointError, match="embedded tokenizer does not fit"):
+        load_translator(tmp_path / "garbage_tokenizer.ckpt")
+
+
+def default_ids_tokenizer(tmp_path: Path) -> bytes:
+    """A SentencePiece model with SentencePiece's default special ids
+    (unk 0, bos 1, eos 2, no pad): not one this project's models were trained with."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    text = ["a man rides a bike", "two dogs play in the snow", "a woman reads a book"] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model,
+                                   vocab_size=30, hard_vocab_limit=False)
+    return model.getvalue()
+
+
+def as_if_saved_on_gpu(path: Path, out: Path) -> None:
+    """Rewrite a checkpoint file so that every tensor is recorded as living on
+    ``cuda:0`` (what a checkpoint trained on a GPU looks like)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(info, data)
+
+
+@pytest.mark.slow
+def test_checkpoint_from_a_gpu_loads_without_one(trained, tmp_path):
+    gpu = tmp_path / "gpu.ckpt"
+    as_if_saved_on_gpu(trained["ckpt_dir"] / "last.ckpt", gpu)
+    if not torch.cuda.is_available():  # the file really asks for a GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(gpu, weights_only=True)
+    translator = load_translator(gpu, "cpu")
+    reference = load_translator(trained["ckpt_dir"] / "last.ckpt", "cpu")
+    for (name, a), (_, b) in zip(translator.model.state_dict().items(),
+                                 reference.model.state_dict().items()):
+        assert a.device.type == "cpu" and torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_evaluate_script_refuses_bad_checkpoints(trained, tmp_path):
+    """evaluate.py exits with status 2 and one line saying what is wrong (no traceback)."""
+    ckpt = torch.load(trained["ckpt_dir"] / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["tokenizer_model"] = default_ids_tokenizer(tmp_path)
+    torch.save(ckpt, tmp_path / "special_ids.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    cases = {"special_ids.ckpt": "pad/unk/bos/eos ids", "foreign.ckpt": "not a checkpoint of this project",
+             "missing.ckpt": "does not exist"}
+    for name, reason in cases.items():
+        result = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--ckpt", str(tmp_path / name),
+             "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 2, (name, result.stderr[-2000:])
+        assert "evaluate.py: error:" in result.stderr and reason in result.stderr, result.stderr
+        assert str(tmp_path / name) in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

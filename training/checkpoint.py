@@ -86,7 +86,10 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Tra
 
     Raises:
         CheckpointError: if the file is missing, is not a checkpoint of this
-            project, or its tokenizer and model disagree on the vocabulary.
+            project, or its tokenizer and model disagree (vocabulary size,
+            special ids, or tokenizer bytes that are no SentencePiece model);
+            the message says which. Tensors are mapped to the CPU first, so a
+            checkpoint written on a GPU loads on a machine without one.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,7 +111,13 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Tra
         config = config_from_dict(hparams["config"])
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    tokenizer = Tokenizer(ckpt["tokenizer_model"])
+    try:
+        tokenizer = Tokenizer(ckpt["tokenizer_model"])
+    except (ValueError, RuntimeError, TypeError) as err:  # bad ids, or not SentencePiece bytes
+        raise CheckpointError(
+            f"{path}: the embedded tokenizer does not fit the model ({err}); the model was "
+            f"trained with pad/unk/bos/eos ids 0/1/2/3, so this file is inconsistent, use "
+            f"another checkpoint") from err
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(
             f"{path}: the embedded tokenizer has {tokenizer.vocab_size} pieces but the model "
