@@ -1,12 +1,17 @@
-"""Translate sentences with a trained checkpoint.
+r"""Translate sentences with a trained checkpoint.
 
     python scripts/translate.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt "A man rides a bike."
     python scripts/translate.py --ckpt RUN.ckpt --beam 5 --input sentences.en > sentences.de
     cat sentences.en | python scripts/translate.py --ckpt RUN.ckpt     # streams, batch by batch
     python scripts/translate.py --ckpt RUN.ckpt                        # interactive: a line, a translation
 
-Writes one line per input line, in input order: an empty (or whitespace-only)
-input line gives an empty output line, so line counts always match. With
+Writes one line per input line, in input order: a line with nothing to
+translate (empty, whitespace-only, or only characters the tokenizer drops, such
+as most control characters) gives an empty output line, so line counts always
+match. Only "\n" ends a line (a "\r" before it is dropped), as ``wc -l``
+counts them; ``\r``, ``\x0c``, ``\x85``, ``\u2028`` ... inside a line stay in it.
+Input is read as UTF-8; bytes that are not (a binary file, another encoding)
+become U+FFFD, with one warning on stderr naming the first such line. With
 ``--nbest N`` (N > 1) each input line gives N lines ``index ||| translation |||
 score`` (the Moses n-best format). Reading stdin, each batch of
 ``--batch-size`` lines is written as soon as it is translated; from a
@@ -19,6 +24,7 @@ inside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Iterable, Iterator
@@ -27,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from training.checkpoint import Translator, load_translator  # noqa: E402
+from training.checkpoint import CheckpointError, Translator, load_translator  # noqa: E402
 from training.evaluation import (DecodingConfig, Hypothesis, source_batches,  # noqa: E402
                                  translate_batches)
 
@@ -59,7 +65,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.input is not None and not os.path.isfile(args.input):
+        p.error(f"--input {args.input} is not a file; pass a text file with one sentence "
+                f"per line, or omit --input to read stdin")
     return args
+
+
+def decode_lines(raw_lines: Iterable[bytes], source: str) -> Iterator[str]:
+    r"""Decode raw input lines as UTF-8, never failing.
+
+    ``raw_lines`` are lines as iterating a binary stream yields them (split on
+    ``b"\n"`` only, unlike ``str.splitlines``, which also splits at ``\r``,
+    ``\x0b``, ``\x0c``, ``\x1c``-``\x1e``, ``\x85``, ``\u2028`` and
+    ``\u2029``), or command-line arguments as bytes. Bytes that are not UTF-8
+    become U+FFFD; the first line that holds any is named in one warning on
+    stderr (1-based, counted like the truncation warnings).
+    """
+    warned = False
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", errors="replace")
+            if not warned:
+                print(f"warning: {source} is not valid UTF-8 (first at input line {number}); "
+                      f"undecodable bytes are replaced by U+FFFD", file=sys.stderr)
+                warned = True
+        yield line
 
 
 def read_batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -76,13 +108,14 @@ def read_batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def translate_lines(translator: Translator, lines: list[str], decoding: DecodingConfig,
                     device: str, first_line: int = 0) -> list[list[Hypothesis] | None]:
-    """Translate a batch of raw lines; None for empty or whitespace-only lines.
+    """Translate a batch of raw lines; None for lines with nothing to translate
+    (no SentencePiece pieces: empty, whitespace-only or only dropped characters).
 
     Over-long lines are truncated to the model's ``max_len`` tokens with a
     warning on stderr naming the input line (1-based, counted from the start
     of the input).
     """
-    nonempty = [i for i, line in enumerate(lines) if line.strip()]
+    nonempty = [i for i, ids in enumerate(translator.tokenizer.encode(lines)) if ids]
     outputs: list[list[Hypothesis] | None] = [None] * len(lines)
     if not nonempty:
         return outputs
@@ -135,19 +168,28 @@ def main(argv: list[str] | None = None) -> None:
     decoding = translator.decoding(beam_size=beam, alpha=args.lenpen, nbest=args.nbest,
                                    max_len_a=args.max_len_a, max_len_b=args.max_len_b)
     batch_size = args.batch_size
-    if args.sentences:
-        lines: Iterable[str] = args.sentences
-    elif args.input:
-        lines = open(args.input, encoding="utf-8", errors="replace")
-    else:
-        sys.stdin.reconfigure(errors="replace")
-        lines = sys.stdin
-        if sys.stdin.isatty():
-            batch_size = 1  # interactive: answer every line at once
+    with contextlib.ExitStack() as stack:
+        if args.sentences:
+            # os.fsencode restores the bytes of arguments that were not UTF-8.
+            lines = decode_lines(map(os.fsencode, args.sentences), "the command line")
+        elif args.input:
+            lines = decode_lines(stack.enter_context(open(args.input, "rb")), args.input)
+        else:
+            lines = decode_lines(sys.stdin.buffer, "standard input")
+            if sys.stdin.isatty():
+                batch_size = 1  # interactive: answer every line at once
+        write_translations(translator, lines, decoding, batch_size, args.device,
+                           args.attention_plot)
+
+
+def write_translations(translator: Translator, lines: Iterable[str], decoding: DecodingConfig,
+                       batch_size: int, device: str, attention_plot: str | None) -> None:
+    """Translate ``lines`` batch by batch and write them to stdout, flushing each batch;
+    plot the first translated sentence's attention to ``attention_plot`` if set."""
     count = 0
-    plotted = args.attention_plot is None
+    plotted = attention_plot is None
     for batch in read_batches(lines, batch_size):
-        outputs = translate_lines(translator, batch, decoding, args.device, count)
+        outputs = translate_lines(translator, batch, decoding, device, count)
         for offset, (line, nbest) in enumerate(zip(batch, outputs)):
             if nbest is None:
                 sys.stdout.write("\n" if decoding.nbest == 1 else "")
@@ -157,11 +199,16 @@ def main(argv: list[str] | None = None) -> None:
                 for hyp in nbest:
                     sys.stdout.write(f"{count + offset} ||| {hyp.text} ||| {hyp.score:.4f}\n")
             if not plotted and nbest is not None:
-                plot_cross_attention(translator, line, nbest[0], args.attention_plot, args.device)
+                plot_cross_attention(translator, line, nbest[0], attention_plot, device)
                 plotted = True
         sys.stdout.flush()
         count += len(batch)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CheckpointError as err:
+        # A wrong file is the user's to fix: say what is wrong, without a traceback.
+        print(f"translate.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib
+import itertools
 import importlib.util
 import json
 import math
@@ -539,22 +540,25 @@ def test_checkpoint_from_a_gpu_loads_without_one(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_script_refuses_bad_checkpoints(trained, tmp_path):
-    """evaluate.py exits with status 2 and one line saying what is wrong (no traceback)."""
+def test_scripts_refuse_bad_checkpoints(trained, tmp_path):
+    """evaluate.py and translate.py exit with status 2 and one line saying what is
+    wrong (no traceback, nothing on stdout)."""
     ckpt = torch.load(trained["ckpt_dir"] / "last.ckpt", map_location="cpu", weights_only=True)
     ckpt["tokenizer_model"] = default_ids_tokenizer(tmp_path)
     torch.save(ckpt, tmp_path / "special_ids.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     cases = {"special_ids.ckpt": "pad/unk/bos/eos ids", "foreign.ckpt": "not a checkpoint of this project",
              "missing.ckpt": "does not exist"}
-    for name, reason in cases.items():
+    for (name, reason), script in itertools.product(cases.items(), ("evaluate", "translate")):
         result = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--ckpt", str(tmp_path / name),
-             "--device", "cpu"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            [sys.executable, str(REPO / "scripts" / f"{script}.py"), "--ckpt",
+             str(tmp_path / name), "--device", "cpu"], input="A man rides a bike.\n",
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
             env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert result.returncode == 2, (name, result.stderr[-2000:])
-        assert "evaluate.py: error:" in result.stderr and reason in result.stderr, result.stderr
+        assert result.returncode == 2, (script, name, result.stderr[-2000:])
+        assert f"{script}.py: error:" in result.stderr and reason in result.stderr, result.stderr
         assert str(tmp_path / name) in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""
 
 
 @pytest.mark.slow
