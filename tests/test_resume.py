@@ -228,6 +228,10 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monk
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
     io.save_checkpoint({"global_step": 3, "w": torch.zeros(3)}, path)
     assert load(path)["global_step"] == 3
+    # The same permissions as a file written in place (not mkstemp's private 0600).
+    reference = tmp_path / "plain"
+    reference.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
 
 
 def test_atomic_checkpoint_io_survives_sigkill_during_save(tmp_path):
