@@ -20,6 +20,8 @@ from typing import Iterable
 
 import sentencepiece as spm
 
+from .corpus import CorpusError
+
 __all__ = ["PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "Tokenizer", "train_tokenizer"]
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -110,7 +112,8 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
         :class:`Tokenizer` with the fixed special ids of this module.
 
     Raises:
-        ValueError: if the sentences cannot support ``vocab_size`` pieces. The
+        data.corpus.CorpusError: (a ``ValueError``) if the sentences cannot
+            support ``vocab_size`` pieces. The
             message names ``data.vocab_size``, the requested size, the largest
             (or smallest) size SentencePiece accepts for these sentences, and
             the fix.
@@ -124,7 +127,7 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
             input_sentence_size=seed_sentences, shuffle_input_sentence=True,
             num_threads=num_threads, minloglevel=2)
     except RuntimeError as err:
-        raise ValueError(_vocab_size_message(str(err), vocab_size, model_type, corpus)) from err
+        raise CorpusError(_vocab_size_message(str(err), vocab_size, model_type, corpus)) from err
     return Tokenizer(model.getvalue())
 
 

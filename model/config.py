@@ -7,7 +7,13 @@ from typing import Literal
 
 from .attention import SCORING_FUNCTIONS
 
-__all__ = ["TransformerConfig"]
+__all__ = ["ConfigError", "TransformerConfig"]
+
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be built; the message names the
+    config keys (``model.config.<key>``), their values and the fix."""
 
 
 @dataclass
@@ -67,7 +73,7 @@ class TransformerConfig:
     def __post_init__(self):
         # Messages name the YAML keys (model.config.*) a user sets.
         if self.arch != "transformer":
-            raise ValueError(f"model.config: TransformerConfig needs arch='transformer', "
+            raise ConfigError(f"model.config: TransformerConfig needs arch='transformer', "
                              f"got arch={self.arch!r}")
         # Sizes first: num_heads=0 would otherwise fail the divisibility check
         # below with a ZeroDivisionError instead of this message.
@@ -75,24 +81,24 @@ class TransformerConfig:
                      "num_enc_blks", "num_dec_blks", "max_len"):
             if getattr(self, name) <= 0:
                 linked = " (the CLI sets it from data.vocab_size)" if name == "vocab_size" else ""
-                raise ValueError(f"model.config.{name}={getattr(self, name)}{linked} must be "
+                raise ConfigError(f"model.config.{name}={getattr(self, name)}{linked} must be "
                                  f"positive")
         if self.num_hiddens % self.num_heads != 0:
             divisors = [h for h in range(1, min(self.num_hiddens, 32) + 1)
                         if self.num_hiddens % h == 0]
-            raise ValueError(
+            raise ConfigError(
                 f"model.config.num_hiddens={self.num_hiddens} is not divisible by "
                 f"model.config.num_heads={self.num_heads} (each head gets num_hiddens / "
                 f"num_heads dimensions); set model.config.num_heads to a divisor of "
                 f"{self.num_hiddens}, e.g. {', '.join(map(str, divisors))}, or change "
                 f"model.config.num_hiddens")
         if self.attention not in SCORING_FUNCTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"model.config.attention={self.attention!r} is unknown; set it to one of "
                 f"{', '.join(map(repr, SCORING_FUNCTIONS))}")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model.config.{name}={getattr(self, name)} must be in [0, 1)")
+                raise ConfigError(f"model.config.{name}={getattr(self, name)} must be in [0, 1)")
 
     def to_dict(self) -> dict:
         """Plain-dict form, as stored in checkpoints."""

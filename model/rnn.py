@@ -21,6 +21,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from .config import ConfigError
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import AdditiveAttention
@@ -77,18 +79,18 @@ class RNNConfig:
 
     def __post_init__(self):
         if self.arch != "rnn":
-            raise ValueError(f"model config: RNNConfig needs arch='rnn', got {self.arch!r}")
+            raise ConfigError(f"model.config: RNNConfig needs arch='rnn', got {self.arch!r}")
         for name in ("vocab_size", "num_hiddens", "num_layers", "max_len"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"model config: {name}={getattr(self, name)} must be positive")
+                raise ConfigError(f"model.rnn.{name}={getattr(self, name)} must be positive")
         for name in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model config: {name}={getattr(self, name)} must be in [0, 1)")
+                raise ConfigError(f"model.rnn.{name}={getattr(self, name)} must be in [0, 1)")
         if self.bidirectional and self.num_hiddens % 2:
-            raise ValueError(
-                f"model config: num_hiddens={self.num_hiddens} is odd, but a bidirectional "
+            raise ConfigError(
+                f"model.rnn.num_hiddens={self.num_hiddens} is odd, but a bidirectional "
                 f"encoder splits it between two directions; use an even num_hiddens or "
-                f"bidirectional: false")
+                f"model.rnn.bidirectional: false")
 
     def to_dict(self) -> dict:
         """Plain-dict form, as stored in checkpoints."""

@@ -14,7 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
+from data.corpus import CorpusError  # noqa: E402
 from data.datamodule import TranslationDataModule  # noqa: E402
+from model.config import ConfigError  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
@@ -33,5 +35,29 @@ def main(args: list[str] | None = None) -> LightningCLI:
                           save_config_kwargs={"overwrite": True})
 
 
+def user_error(err: BaseException) -> Exception | None:
+    """The configuration or corpus error behind ``err``, if that is what it is.
+
+    jsonargparse re-raises a config class's error inside its own "Does not
+    validate against any of the Union subtypes" message; the original stays
+    in the exception chain, and that is the message the user needs.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ConfigError, CorpusError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's to fix
+        cause = user_error(err)
+        if cause is None:
+            raise
+        # Bad config keys or corpus files: one message saying what to change, no traceback.
+        print(f"train.py: error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -78,16 +78,18 @@ def test_reference_run_trains_and_checkpoints(tiny_corpus, tmp_path):
 ], ids=["num_heads", "attention"])
 def test_bad_model_config_fails_before_training(tiny_corpus, tmp_path, overrides, expected):
     result = run_train(tiny_corpus, tmp_path, *overrides)
-    assert result.returncode != 0
-    assert expected in result.stderr, result.stderr[-4000:]
+    assert result.returncode == 2
+    # One line saying what to change, not jsonargparse's wrapped traceback.
+    assert f"train.py: error: {expected}" in result.stderr, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
     assert checkpoints(tmp_path) == []
     assert not (tmp_path / ".cache").exists()  # rejected before the data was even prepared
 
 
 def test_vocab_size_too_large_fails_before_training(tiny_corpus, tmp_path):
     result = run_train(tiny_corpus, tmp_path, "--data.vocab_size", "8000")
-    assert result.returncode != 0
-    match = re.search(r"data\.vocab_size=8000 is too large for the training split 'train' of "
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    match = re.search(r"train\.py: error: data\.vocab_size=8000 is too large for the training split 'train' of "
                       r"(\S+) \((\d+) en and de sentences\): SentencePiece \(unigram\) can make "
                       r"at most (\d+) pieces from it\. Set data\.vocab_size to (\d+) or less",
                       result.stderr)
@@ -102,3 +104,15 @@ def test_vocab_size_too_large_fails_before_training(tiny_corpus, tmp_path):
     assert train_tokenizer(sentences, vocab_size=largest, num_threads=1).vocab_size == largest
     with pytest.raises(ValueError, match=f"at most {largest} pieces"):
         train_tokenizer(sentences, vocab_size=largest + 1, num_threads=1)
+
+
+def test_corpus_error_is_one_line_naming_the_split(tiny_corpus, tmp_path):
+    """A corpus problem found while preparing data (here a split name with no
+    files) ends the run with the CorpusError's message, no traceback."""
+    result = run_train(tiny_corpus, tmp_path, "--data.valid_split", "dev")
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(r"train\.py: error: no file for split 'dev', language 'en' in \S+: "
+                     r"expected dev\.en or dev\.en\.gz", result.stderr), result.stderr[-4000:]
+    assert "splits found:" in result.stderr
+    assert checkpoints(tmp_path) == []
