@@ -24,10 +24,15 @@ __all__ = ["TranslationDataModule", "encode_sources"]
 log = logging.getLogger(__name__)
 
 
-def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_len: int) -> list[np.ndarray]:
-    """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens."""
-    return [np.asarray(ids[: max_len - 1] + [EOS_ID], dtype=np.int32)
-            for ids in tokenizer.encode(sentences)]
+def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_len: int,
+                   ids: list[list[int]] | None = None) -> list[np.ndarray]:
+    """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens.
+
+    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already
+    (the sentences are then not encoded again).
+    """
+    ids = tokenizer.encode(sentences) if ids is None else ids
+    return [np.asarray(seq[: max_len - 1] + [EOS_ID], dtype=np.int32) for seq in ids]
 
 
 def _pack(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ from .attention import SCORING_FUNCTIONS
 __all__ = ["ConfigError", "TransformerConfig"]
 
 
-
 class ConfigError(ValueError):
     """A model configuration that cannot be built; the message names the
     config keys (``model.config.<key>``), their values and the fix."""

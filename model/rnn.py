@@ -21,11 +21,10 @@ from typing import Literal
 
 import torch
 from torch import nn
-
-from .config import ConfigError
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import AdditiveAttention
+from .config import ConfigError
 from .encoder_decoder import EncoderDecoder
 
 __all__ = ["RNNConfig", "RNNDecoderCache", "Seq2SeqEncoder", "Seq2SeqAttentionDecoder",

@@ -115,13 +115,14 @@ def translate_lines(translator: Translator, lines: list[str], decoding: Decoding
     warning on stderr naming the input line (1-based, counted from the start
     of the input).
     """
-    nonempty = [i for i, ids in enumerate(translator.tokenizer.encode(lines)) if ids]
+    ids = translator.tokenizer.encode(lines)
+    nonempty = [i for i, seq in enumerate(ids) if seq]
     outputs: list[list[Hypothesis] | None] = [None] * len(lines)
     if not nonempty:
         return outputs
     max_len = translator.model.config.max_len
     loader, truncated = source_batches(translator.tokenizer, [lines[i] for i in nonempty],
-                                       max_len)
+                                       max_len, ids=[ids[i] for i in nonempty])
     for i, cut in zip(nonempty, truncated):
         if cut:
             print(f"warning: input line {first_line + i + 1} ({len(lines[i])} characters) is "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -52,3 +54,22 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def recipe_callbacks(config: Path, run_dir: Path, **init_args) -> list[dict]:
+    """The ``trainer.callbacks`` of a shipped config with every ``dirpath`` moved
+    from the config's ``default_root_dir`` to ``run_dir`` (jsonargparse cannot
+    override one list entry from the command line, so tests write the whole
+    list into a second YAML file). ``init_args`` replace the values of keys a
+    callback already has (e.g. ``every_n_train_steps``)."""
+    shipped = yaml.safe_load(Path(config).read_text())
+    root = shipped["trainer"]["default_root_dir"]
+    callbacks = []
+    for callback in json.loads(json.dumps(shipped["trainer"]["callbacks"])):
+        args = callback.get("init_args", {})
+        if "dirpath" in args:
+            args["dirpath"] = args["dirpath"].replace(root, str(run_dir), 1)
+            assert args["dirpath"].startswith(str(run_dir)), args
+        args.update({k: v for k, v in init_args.items() if k in args})
+        callbacks.append(callback)
+    return callbacks

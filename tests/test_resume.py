@@ -9,7 +9,6 @@ and the weights/optimizer state before an update that must be skipped.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import recipe_callbacks
 from data.datamodule import TranslationDataModule
 from model.config import TransformerConfig
 from training.checkpoint import load_translator
@@ -59,17 +59,7 @@ def write_override(path: Path, run_dir: Path, data: Path, cache: Path,
                    kill_at: int | None = None) -> Path:
     """The shipped CPU recipe with tiny sizes, the test corpus, the run under
     ``run_dir`` and step checkpoints every ``INTERVAL`` updates."""
-    shipped = yaml.safe_load(CPU_CONFIG.read_text())
-    root = shipped["trainer"]["default_root_dir"]
-    callbacks = []
-    for callback in shipped["trainer"]["callbacks"]:
-        callback = json.loads(json.dumps(callback))
-        args = callback.get("init_args", {})
-        if "dirpath" in args:
-            args["dirpath"] = args["dirpath"].replace(root, str(run_dir), 1)
-        if "every_n_train_steps" in args:
-            args["every_n_train_steps"] = INTERVAL
-        callbacks.append(callback)
+    callbacks = recipe_callbacks(CPU_CONFIG, run_dir, every_n_train_steps=INTERVAL)
     if kill_at is not None:
         callbacks.append({"class_path": "killer.KillAtStep", "init_args": {"step": kill_at}})
     override = {

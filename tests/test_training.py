@@ -30,6 +30,7 @@ import yaml
 
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import recipe_callbacks
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
@@ -233,16 +234,7 @@ def trained(multi30k_small, tmp_path_factory, train_script):
     """
     tmp = tmp_path_factory.mktemp("e2e")
     run_dir = tmp / "run"
-    shipped = yaml.safe_load(CPU_CONFIG.read_text())
-    root = shipped["trainer"]["default_root_dir"]
-    callbacks = []
-    for callback in shipped["trainer"]["callbacks"]:
-        callback = json.loads(json.dumps(callback))
-        args = callback.get("init_args", {})
-        if "dirpath" in args:
-            args["dirpath"] = args["dirpath"].replace(root, str(run_dir), 1)
-            assert args["dirpath"].startswith(str(run_dir)), args
-        callbacks.append(callback)
+    callbacks = recipe_callbacks(CPU_CONFIG, run_dir)
     override = {
         "trainer": {
             "default_root_dir": str(run_dir),

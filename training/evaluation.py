@@ -111,14 +111,18 @@ def translate_batches(model: nn.Module, tokenizer: Tokenizer,
 
 
 def source_batches(tokenizer: Tokenizer, sentences: list[str], max_len: int,
-                   max_tokens: int = 8192) -> tuple[DataLoader, list[bool]]:
+                   max_tokens: int = 8192, ids: list[list[int]] | None = None
+                   ) -> tuple[DataLoader, list[bool]]:
     """Length-bucketed batches of raw source sentences.
+
+    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already.
 
     Returns:
         The batches and, per sentence, whether it was truncated to ``max_len``.
     """
-    src = encode_sources(tokenizer, sentences, max_len)
-    truncated = [len(ids) + 1 > max_len for ids in tokenizer.encode(sentences)]
+    ids = tokenizer.encode(sentences) if ids is None else ids
+    src = encode_sources(tokenizer, sentences, max_len, ids)
+    truncated = [len(seq) + 1 > max_len for seq in ids]
     ds = ParallelDataset(src)
     sampler = TokenBudgetBatchSampler(ds.src_lens(), ds.tgt_lens(), max(max_tokens, max_len),
                                       shuffle=False)

@@ -14,9 +14,8 @@ import random
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
@@ -187,6 +186,7 @@ class TranslationModule(L.LightningModule):
         self.model = build_model(config)
         self.tokenizer: Tokenizer | None = None
         self._val_hyps: dict[int, str] = {}
+        self._step_loss: torch.Tensor | None = None  # this update's loss, checked with its gradients
         self.skipped_batches = 0
 
     # -------------------------------------------------------------- plumbing
@@ -240,7 +240,7 @@ class TranslationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(batch)
-        self._step_loss = loss.detach()  # checked with the gradients, before the update
+        self._step_loss = loss.detach()
         self.log("train_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
         return loss
 
@@ -259,7 +259,7 @@ class TranslationModule(L.LightningModule):
         params = [p for group in optimizer.param_groups for p in group["params"]
                   if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val or float("inf"))
-        loss = getattr(self, "_step_loss", norm)
+        loss = norm if self._step_loss is None else self._step_loss
         if bool(torch.isfinite(norm) & torch.isfinite(loss)):
             return
         what = "loss" if not torch.isfinite(loss) else "gradient norm"
@@ -279,15 +279,9 @@ class TranslationModule(L.LightningModule):
 
     def _last_good_checkpoint(self) -> str:
         """Sentence naming the newest checkpoint this run wrote, and its step."""
-        paths = set()
-        for callback in self.trainer.checkpoint_callbacks:
-            for name in ("last_model_path", "best_model_path"):
-                if getattr(callback, name, ""):
-                    paths.add(Path(getattr(callback, name)))
-            dirpath = getattr(callback, "dirpath", None)
-            if dirpath and Path(dirpath).is_dir():
-                paths.update(Path(dirpath).glob("*.ckpt"))
-        paths = [p for p in paths if p.is_file()]
+        paths = {path for callback in self.trainer.checkpoint_callbacks
+                 if getattr(callback, "dirpath", None)
+                 for path in Path(callback.dirpath).glob("*.ckpt")}
         if not paths:
             return "No checkpoint was written before it, so nothing to resume from."
         newest = max(paths, key=lambda p: p.stat().st_mtime_ns)
