@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from data.corpus import CorpusError  # noqa: E402
 from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.evaluation import corpus_scores, translate  # noqa: E402
+from training.evaluation import (TOKENIZED_BLEU_NAME, corpus_scores,  # noqa: E402
+                                 official_tokenized_references, tokenized_bleu, translate)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="recompute the whole prefix every step (slow; for comparison)")
     p.add_argument("--max-len-a", type=float, default=None, help="output length limit a*src+b: a")
     p.add_argument("--max-len-b", type=int, default=None, help="output length limit a*src+b: b")
+    p.add_argument("--tok-refs", default=None,
+                   help="tokenized references for the papers' BLEU (lowercased, Moses-normalized "
+                        "and -tokenized); default: the official {split}.lc.norm.tok.{tgt}.gz in "
+                        "<corpus>-tok/ if it exists, else the raw references tokenized here; "
+                        "'raw' forces the latter")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
@@ -67,6 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
                      translator.model.config.max_len, args.device, args.max_tokens, decoding)
     seconds = time.perf_counter() - start
     scores = corpus_scores(hyps, references)
+    corpus = args.data or translator.data_hparams.get("source")
+    tok_refs = None if args.tok_refs == "raw" else (
+        args.tok_refs or official_tokenized_references(corpus, split, tgt_lang))
+    try:
+        scores.update(tokenized_bleu(hyps, references, tgt_lang, tok_refs))
+    except ValueError as err:
+        raise CorpusError(f"--tok-refs {tok_refs}: {err}; pass the tokenized file of split "
+                          f"{split!r} or --tok-refs raw") from err
     method = "greedy" if decoding.beam_size == 1 else f"beam {decoding.beam_size}"
     scores.update({"split": split, "src_lang": src_lang, "tgt_lang": tgt_lang,
                    "checkpoint": str(args.ckpt), "decoding": method,
@@ -83,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{seconds:.1f} s on {args.device})")
     print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
     print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
+    name = TOKENIZED_BLEU_NAME
+    print(f"papers' BLEU (lowercased, Moses-normalized+tokenized, tok:none) = "
+          f"{scores[name]:.2f}  against {scores[name + '_references']}")
     print(scores["bleu_details"])
     print(f"wrote {hyp_path} and {metrics_path}")
     return scores

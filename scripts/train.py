@@ -18,7 +18,7 @@ from data.corpus import CorpusError  # noqa: E402
 from data.datamodule import TranslationDataModule  # noqa: E402
 from model.config import ConfigError  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
-from training.runtime import tune_cpu_allocator  # noqa: E402
+from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 
 class TranslationCLI(LightningCLI):
@@ -26,6 +26,14 @@ class TranslationCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size")
+
+    def before_instantiate_classes(self) -> None:
+        # bf16 recipes fall back to float32 on CPUs that would emulate bf16.
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is not None:
+            trainer.precision = resolve_cpu_precision(trainer.get("precision"),
+                                                      trainer.get("accelerator"))
 
 
 def main(args: list[str] | None = None) -> LightningCLI:

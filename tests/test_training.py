@@ -36,8 +36,8 @@ from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
 from model.config import TransformerConfig
 from training.checkpoint import CheckpointError, load_translator
-from training.evaluation import corpus_scores, translate
-from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule
+from training.evaluation import corpus_scores, moses_lc_norm_tok, translate
+from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule, lr_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -74,6 +74,27 @@ def test_inverse_sqrt_schedule(warmup):
     assert max(values) == pytest.approx(1.0)
     assert all(a < b for a, b in zip(values[:warmup - 1], values[1:warmup]))  # linear warmup
     assert all(a > b for a, b in zip(values[warmup - 1:], values[warmup:]))  # then decay
+
+
+@pytest.mark.parametrize("warmup,cooldown,total", [(4, 6, 20), (10, 1, 30), (3, 17, 20)])
+def test_lr_cooldown_decays_linearly_to_zero(warmup, cooldown, total):
+    values = [lr_multiplier(s, warmup, cooldown, total) for s in range(total + 2)]
+    start = total - cooldown
+    for s in range(start):  # before the cooldown: the plain schedule
+        assert values[s] == inverse_sqrt_schedule(s, warmup)
+    level = inverse_sqrt_schedule(start - 1, warmup)
+    for s in range(start, total + 2):  # then a straight line from that level to 0 at `total`
+        assert values[s] == pytest.approx(level * max(0.0, (total - s) / cooldown), abs=1e-15)
+    assert values[total] == 0.0 and values[start] == pytest.approx(level)
+    assert lr_multiplier(5, warmup, 0, None) == inverse_sqrt_schedule(5, warmup)
+
+
+def test_lr_cooldown_needs_max_steps():
+    from model.config import ConfigError
+    with pytest.raises(ConfigError, match="cooldown_steps=5 needs .*trainer.max_steps"):
+        lr_multiplier(0, 4, 5, None)
+    with pytest.raises(ConfigError, match=r"cooldown_steps=30 is longer than the 16 updates"):
+        lr_multiplier(0, 4, 30, 20)
 
 
 def test_optimizer_follows_schedule():
@@ -422,6 +443,13 @@ def test_evaluate_script(trained, tmp_path, monkeypatch):
     assert metrics["num_sentences"] == 50 and metrics["split"] == "test_2016_flickr"
     assert scores == metrics
     assert corpus_scores(hyps, references)["bleu_signature"] == metrics["bleu_signature"]
+    # The papers' BLEU beside it: no official file for this 50-line copy, so the raw
+    # references were tokenized with the same pipeline as the hypotheses.
+    assert metrics["bleu_lc_norm_tok"] == pytest.approx(
+        sacrebleu.corpus_bleu(moses_lc_norm_tok(hyps, "de"),
+                              [moses_lc_norm_tok(references, "de")], tokenize="none").score)
+    assert metrics["bleu_lc_norm_tok_references"].startswith("raw references")
+    assert "tok:none" in metrics["bleu_lc_norm_tok_signature"]
 
 
 @pytest.mark.slow

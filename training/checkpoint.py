@@ -18,7 +18,7 @@ from model.build import build_model, config_from_dict
 from .evaluation import DecodingConfig
 from .module import CHECKPOINT_FORMAT
 
-__all__ = ["CheckpointError", "Translator", "load_translator"]
+__all__ = ["CheckpointError", "Translator", "load_translator", "read_checkpoint"]
 
 
 class CheckpointError(ValueError):
@@ -81,6 +81,32 @@ class Translator:
         return list(corpus["src"]), list(corpus["tgt"]), settings
 
 
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """The dict of a checkpoint file of this project, tensors on the CPU.
+
+    Args:
+        mmap: memory-map the tensors instead of reading them (for looking at
+            a few entries of many files).
+
+    Raises:
+        CheckpointError: if the file is missing, unreadable, or not written
+            by this project (no ``CHECKPOINT_FORMAT`` marker).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .ckpt file "
+                              f"written under a run's checkpoints/ folder")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project (no format marker "
+            f"{CHECKPOINT_FORMAT!r}); train one with scripts/train.py")
+    return ckpt
+
+
 def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Translator:
     """Read a checkpoint written by ``scripts/train.py`` onto ``device``.
 
@@ -92,17 +118,7 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Tra
             checkpoint written on a GPU loads on a machine without one.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the .ckpt file "
-                              f"written under the run's checkpoints/ folder")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a checkpoint of this project (no format marker "
-            f"{CHECKPOINT_FORMAT!r}); train one with scripts/train.py")
+    ckpt = read_checkpoint(path)
     if "tokenizer_model" not in ckpt:
         raise CheckpointError(f"{path} holds no SentencePiece model; it was saved before "
                               f"the tokenizer was attached")

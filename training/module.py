@@ -22,12 +22,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from data.tokenizer import PAD_ID, Tokenizer
 from model.build import build_model, config_from_dict
-from model.config import TransformerConfig
+from model.config import ConfigError, TransformerConfig
 from model.rnn import RNNConfig
 
 from .evaluation import DecodingConfig, corpus_scores, decode_batch
+from .loss import label_smoothed_cross_entropy
 
-__all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule",
+__all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule", "lr_multiplier",
            "gather_hypotheses", "rng_states", "set_rng_states", "CHECKPOINT_FORMAT"]
 
 #: Marker written into every checkpoint of this project.
@@ -46,6 +47,41 @@ def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
     step = step + 1
     warmup_steps = max(1, warmup_steps)
     return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
+                  total_steps: int | None = None) -> float:
+    """Learning-rate multiplier of update ``step`` (from 0): warmup + inverse
+    square root, optionally followed by a linear cooldown to 0.
+
+    Without a cooldown this is :func:`inverse_sqrt_schedule`. With
+    ``cooldown_steps = C > 0`` and ``total_steps = N``, the last ``C`` updates
+    scale the inverse-square-root value reached at update ``N - C`` linearly
+    down to 0 at update ``N`` (the "trapezoidal"/WSD-style anneal; an
+    inverse-square-root schedule alone ends far above 0, at
+    ``sqrt(warmup / N)`` of the peak).
+
+    Raises:
+        model.config.ConfigError: if a cooldown is asked for without ``total_steps``, or is
+            longer than ``total_steps - warmup_steps``.
+
+    Source: Vaswani et al. 2017, eq. 3; Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations" (linear cooldown).
+    """
+    if cooldown_steps <= 0:
+        return inverse_sqrt_schedule(step, warmup_steps)
+    if total_steps is None or total_steps <= 0:
+        raise ConfigError(f"model.cooldown_steps={cooldown_steps} needs a known number of "
+                         f"updates: set trainer.max_steps")
+    if cooldown_steps > total_steps - warmup_steps:
+        raise ConfigError(f"model.cooldown_steps={cooldown_steps} is longer than the "
+                         f"{total_steps - warmup_steps} updates after model.warmup_steps="
+                         f"{warmup_steps} (trainer.max_steps={total_steps}); lower it")
+    start = total_steps - cooldown_steps
+    if step < start:
+        return inverse_sqrt_schedule(step, warmup_steps)
+    level = inverse_sqrt_schedule(start - 1, warmup_steps)
+    return level * max(0.0, (total_steps - step) / cooldown_steps)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -121,6 +157,10 @@ class TranslationModule(L.LightningModule):
         label_smoothing: epsilon of label-smoothed cross-entropy.
         lr: peak learning rate, reached after ``warmup_steps`` updates.
         warmup_steps: linear warmup length in optimizer updates.
+        cooldown_steps: the last this many updates of the run
+            (``trainer.max_steps``) decay the learning rate linearly to 0;
+            0 keeps the plain inverse-square-root schedule
+            (:func:`lr_multiplier`).
         betas: Adam betas.
         eps: Adam epsilon.
         weight_decay: decoupled weight decay (AdamW); 0 gives Adam.
@@ -151,6 +191,7 @@ class TranslationModule(L.LightningModule):
     def __init__(self, config: TransformerConfig = None,  # type: ignore[assignment]
                  rnn: RNNConfig | None = None, vocab_size: int | None = None,
                  label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
+                 cooldown_steps: int = 0,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
                  weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
                  beam_size: int = 1, length_penalty: float = 1.0,
@@ -176,7 +217,7 @@ class TranslationModule(L.LightningModule):
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({
             "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
-            "warmup_steps": warmup_steps, "betas": tuple(betas), "eps": eps,
+            "warmup_steps": warmup_steps, "cooldown_steps": cooldown_steps, "betas": tuple(betas), "eps": eps,
             "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b,
             "beam_size": beam_size, "length_penalty": length_penalty,
             "nonfinite_loss": nonfinite_loss})
@@ -234,8 +275,9 @@ class TranslationModule(L.LightningModule):
             (loss averaged over real target tokens, number of those tokens).
         """
         logits = self.model(batch["src"], batch["src_valid_len"], batch["tgt_in"])  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(),
-                               ignore_index=PAD_ID, label_smoothing=self.hparams.label_smoothing)
+        # F.cross_entropy(..., label_smoothing, ignore_index) in one softmax pass.
+        loss = label_smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+                                            self.hparams.label_smoothing, PAD_ID)
         return loss, batch["tgt_valid_len"].sum()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -301,8 +343,13 @@ class TranslationModule(L.LightningModule):
              {"params": params_no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
         warmup = self.hparams.warmup_steps
+        cooldown = self.hparams.get("cooldown_steps", 0)
+        total = None
+        if cooldown > 0:
+            total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
+            lr_multiplier(0, warmup, cooldown, total)  # a bad combination fails before step 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: inverse_sqrt_schedule(step, warmup))
+            optimizer, lambda step: lr_multiplier(step, warmup, cooldown, total))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -316,7 +363,10 @@ class TranslationModule(L.LightningModule):
                  sync_dist=True)
         if self.trainer.sanity_checking or self.tokenizer is None:
             return
-        hyps = decode_batch(self.model, self.tokenizer, batch, self.decoding)
+        # Decoded in float32 as evaluate.py decodes the test set: bf16 logits
+        # would flip near-ties, and BLEU picks best.ckpt.
+        with torch.autocast(self.device.type, enabled=False):
+            hyps = decode_batch(self.model, self.tokenizer, batch, self.decoding)
         self._val_hyps.update((i, nbest[0].text) for i, nbest in zip(batch["index"].tolist(), hyps))
 
     def on_validation_epoch_end(self) -> None:

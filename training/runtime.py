@@ -6,7 +6,7 @@ import ctypes
 import logging
 import sys
 
-__all__ = ["tune_cpu_allocator"]
+__all__ = ["tune_cpu_allocator", "cpu_has_fast_bf16", "resolve_cpu_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +39,37 @@ def tune_cpu_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 <<
     if not ok:
         log.warning("mallopt refused the allocator settings; CPU training may be slower")
     return ok
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX).
+
+    Without either (AVX2-only x86 CPUs such as AMD EPYC Milan, many laptops),
+    bf16 autocast is emulated: a Transformer-tiny training step took about
+    35 s instead of 2.5 s in float32 (2-core AMD EPYC, AVX2 only).
+    """
+    cpu = getattr(__import__("torch"), "cpu")
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_cpu_precision(precision: str | int | None, accelerator: str | None) -> str | int | None:
+    """The training precision to use: bf16 on a CPU without native bf16 becomes
+    ``"32-true"`` (with a warning); everything else is returned unchanged.
+
+    Args:
+        precision: ``trainer.precision`` as configured (``"bf16-mixed"`` ...).
+        accelerator: ``trainer.accelerator`` (``"auto"`` means the CPU when
+            no GPU is present).
+    """
+    import torch
+
+    if precision is None or "bf16" not in str(precision):
+        return precision
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
+    if not on_cpu or cpu_has_fast_bf16():
+        return precision
+    log.warning("trainer.precision=%s: this CPU has no native bf16 (no AVX512-BF16 or AMX), "
+                "where bf16 autocast is about 10x slower than float32; training with "
+                "precision 32-true instead (set it explicitly to silence this)", precision)
+    return "32-true"
