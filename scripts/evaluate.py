@@ -4,10 +4,18 @@
         --split test_2016_flickr
 
 Decodes the split in length-bucketed batches (greedy, or beam search with
-``--beam``), detokenizes, scores
-against the raw references, prints the scores with their sacreBLEU
-signatures, and writes ``{split}.{tgt}.hyp`` and ``{split}.metrics.json``
-to ``--out`` (default: ``eval/`` beside the checkpoint).
+``--beam``), detokenizes, scores against the raw references with sacreBLEU
+(cased BLEU and chrF, with signatures: the headline numbers) and, beside
+them, with the Multi30k papers' protocol (lowercased, Moses-normalized and
+-tokenized BLEU against the official ``*.lc.norm.tok.*`` references), and
+writes ``{split}.{tgt}.hyp`` and ``{split}.metrics.json`` to ``--out``
+(default: ``eval/`` beside the checkpoint).
+
+Choosing the checkpoint and decoding on the validation split, then testing:
+
+    python scripts/evaluate.py --ckpt runs/multi30k_tiny/checkpoints/best.ckpt \
+        runs/multi30k_tiny/checkpoints/averaged.ckpt --beam 1 5 --lenpen 0.6 1.0 \
+        --select-on val
 """
 
 from __future__ import annotations
@@ -16,8 +24,6 @@ import argparse
 import json
 import os
 import sys
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,23 +32,29 @@ import torch  # noqa: E402
 
 from data.corpus import CorpusError  # noqa: E402
 from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.evaluation import (TOKENIZED_BLEU_NAME, corpus_scores,  # noqa: E402
-                                 official_tokenized_references, tokenized_bleu, translate)
+from training.evaluation import TOKENIZED_BLEU_NAME  # noqa: E402
+from training.selection import evaluate_translator, select_on_split  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by scripts/train.py")
+    p.add_argument("--ckpt", required=True, nargs="+",
+                   help="checkpoint written by scripts/train.py (several with --select-on)")
     p.add_argument("--data", default=None,
                    help="corpus directory or hub id (default: the one the model was trained on)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the test split)")
     p.add_argument("--src-lang", default=None, help="source language (default: from checkpoint)")
     p.add_argument("--tgt-lang", default=None, help="target language (default: from checkpoint)")
     p.add_argument("--max-tokens", type=int, default=8192, help="batch budget in source tokens")
-    p.add_argument("--beam", type=int, default=None,
-                   help="beam size; 1 is greedy (default: the checkpoint's beam_size)")
-    p.add_argument("--lenpen", type=float, default=None,
-                   help="length-penalty exponent alpha (default: the checkpoint's)")
+    p.add_argument("--beam", type=int, nargs="+", default=None,
+                   help="beam size; 1 is greedy (default: the checkpoint's beam_size); "
+                        "several with --select-on")
+    p.add_argument("--lenpen", type=float, nargs="+", default=None,
+                   help="GNMT length-penalty exponent alpha (default: the checkpoint's); "
+                        "several with --select-on")
+    p.add_argument("--select-on", default=None, metavar="SPLIT",
+                   help="score every --ckpt x --beam x --lenpen on SPLIT (the validation split, "
+                        "never the test split), then evaluate the best one by cased BLEU on --split")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix every step (slow; for comparison)")
     p.add_argument("--max-len-a", type=float, default=None, help="output length limit a*src+b: a")
@@ -60,41 +72,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the evaluation; returns the metrics dict that is also written to JSON."""
     args = parse_args(argv)
-    translator = load_translator(args.ckpt, args.device)
-    sources, references, read = translator.load_split(args.split, args.data, args.src_lang,
-                                                      args.tgt_lang)
-    split, src_lang, tgt_lang = read["split"], read["src_lang"], read["tgt_lang"]
+    overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                     use_cache=not args.no_cache)
+    ckpt, selection = args.ckpt[0], None
+    if args.select_on:
+        ckpt, decoding, table = select_on_split(args.ckpt, args.beam or [None],
+                                                args.lenpen or [None], args.select_on,
+                                                args.device, **overrides)
+        print(f"{args.select_on}: candidates (cased BLEU / papers' BLEU)")
+        for row in table:
+            how = "greedy" if row["beam"] == 1 else f"beam {row['beam']} lenpen {row['lenpen']}"
+            print(f"  {row['checkpoint']}  {how}: {row['bleu']:.2f} / "
+                  f"{row['bleu_lc_norm_tok']:.2f}  ({row['decode_seconds']:.1f} s)")
+        print(f"chosen on {args.select_on}: {ckpt}, "
+              f"{'greedy' if decoding.beam_size == 1 else f'beam {decoding.beam_size} lenpen {decoding.alpha}'}")
+        selection = {"split": args.select_on, "candidates": table}
+        translator = load_translator(ckpt, args.device)
+    else:
+        if len(args.ckpt) > 1 or len(args.beam or []) > 1 or len(args.lenpen or []) > 1:
+            raise SystemExit("evaluate.py: error: several --ckpt, --beam or --lenpen values "
+                             "need --select-on SPLIT (e.g. --select-on val)")
+        translator = load_translator(ckpt, args.device)
+        decoding = translator.decoding(beam_size=(args.beam or [None])[0],
+                                       alpha=(args.lenpen or [None])[0], **overrides)
+    hyps, scores = evaluate_translator(translator, decoding, args.split, args.data,
+                                       args.src_lang, args.tgt_lang, args.device,
+                                       args.max_tokens, args.tok_refs)
+    scores["checkpoint"] = str(ckpt)
+    if selection:
+        scores["selected_on"] = selection
+    split, tgt_lang = scores["split"], scores["tgt_lang"]
 
-    decoding = translator.decoding(beam_size=args.beam, alpha=args.lenpen,
-                                   max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                                   use_cache=not args.no_cache)
-    start = time.perf_counter()
-    hyps = translate(translator.model, translator.tokenizer, sources,
-                     translator.model.config.max_len, args.device, args.max_tokens, decoding)
-    seconds = time.perf_counter() - start
-    scores = corpus_scores(hyps, references)
-    corpus = args.data or translator.data_hparams.get("source")
-    tok_refs = None if args.tok_refs == "raw" else (
-        args.tok_refs or official_tokenized_references(corpus, split, tgt_lang))
-    try:
-        scores.update(tokenized_bleu(hyps, references, tgt_lang, tok_refs))
-    except ValueError as err:
-        raise CorpusError(f"--tok-refs {tok_refs}: {err}; pass the tokenized file of split "
-                          f"{split!r} or --tok-refs raw") from err
-    method = "greedy" if decoding.beam_size == 1 else f"beam {decoding.beam_size}"
-    scores.update({"split": split, "src_lang": src_lang, "tgt_lang": tgt_lang,
-                   "checkpoint": str(args.ckpt), "decoding": method,
-                   "decoding_config": asdict(decoding),
-                   "decode_seconds": round(seconds, 2), "device": str(args.device)})
-
-    out = Path(args.out) if args.out else Path(args.ckpt).parent.parent / "eval"
+    out = Path(args.out) if args.out else Path(ckpt).parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     stem = split if decoding.beam_size == 1 else f"{split}.beam{decoding.beam_size}"
     hyp_path, metrics_path = out / f"{stem}.{tgt_lang}.hyp", out / f"{stem}.metrics.json"
     hyp_path.write_text("\n".join(hyps) + "\n", encoding="utf-8")
     metrics_path.write_text(json.dumps(scores, indent=2) + "\n")
-    print(f"{split} {src_lang}->{tgt_lang} ({len(hyps)} sentences, {method}, "
-          f"{seconds:.1f} s on {args.device})")
+    if selection:  # what was chosen, for scripts that decode with it next (run_main.sh)
+        (out / "selected.json").write_text(json.dumps(
+            {"checkpoint": str(ckpt), "beam": decoding.beam_size, "lenpen": decoding.alpha,
+             "metrics": str(metrics_path)}, indent=2) + "\n")
+    print(f"{split} {scores['src_lang']}->{tgt_lang} ({len(hyps)} sentences, "
+          f"{scores['decoding']}, {scores['decode_seconds']:.1f} s on {args.device})")
     print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
     print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
     name = TOKENIZED_BLEU_NAME

@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: set up .venv, train the
 # en->de Transformer on Multi30k (CONFIG, default configs/multi30k_cpu.yaml),
-# evaluate the best checkpoint on test_2016_flickr with sacreBLEU, and
-# translate a few example sentences.
+# average the last epoch checkpoints (AVERAGE_LAST, default 3), choose the
+# checkpoint (best or averaged) and decoding (greedy or beam 5, length
+# penalties LENPENS) on the validation split, evaluate that choice on
+# test_2016_flickr (cased sacreBLEU + chrF, and the papers' tokenized BLEU),
+# and translate a few example sentences with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/multi30k_cpu.yaml}
 RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)}
+AVERAGE_LAST=${AVERAGE_LAST:-3}
+LENPENS=${LENPENS:-1.0 1.6}
 bash scripts/setup.sh
 PY=.venv/bin/python
 start=$(date +%s)
 $PY scripts/train.py fit --config "$CONFIG"
 trained=$(date +%s)
-$PY scripts/evaluate.py --ckpt "$RUN_DIR/checkpoints/best.ckpt"
+CKPTS=("$RUN_DIR/checkpoints/best.ckpt")
+if [ -d "$RUN_DIR/checkpoints/epochs" ]; then
+  $PY scripts/average_checkpoints.py --run "$RUN_DIR" --last "$AVERAGE_LAST"
+  CKPTS+=("$RUN_DIR/checkpoints/averaged.ckpt")
+fi
+# shellcheck disable=SC2086
+$PY scripts/evaluate.py --ckpt "${CKPTS[@]}" --beam 1 5 --lenpen $LENPENS --select-on val \
+  --out "$RUN_DIR/eval"
 done_eval=$(date +%s)
+read -r CHOSEN BEAM LENPEN < <($PY -c "import json; s = json.load(open('$RUN_DIR/eval/selected.json')); print(s['checkpoint'], s['beam'], s['lenpen'])")
 echo
-echo "Example translations:"
-$PY scripts/translate.py --ckpt "$RUN_DIR/checkpoints/best.ckpt" \
+echo "Example translations ($CHOSEN, beam $BEAM):"
+$PY scripts/translate.py --ckpt "$CHOSEN" --beam "$BEAM" --lenpen "$LENPEN" \
   "A man in an orange hat starring at something." \
   "Two dogs are playing in the snow." \
   "A little girl is climbing a tree."
 echo
-echo "wall time: training $((trained - start)) s, test evaluation $((done_eval - trained)) s," \
-     "total $((done_eval - start)) s"
+echo "wall time: training $((trained - start)) s, averaging + choice on val + test evaluation" \
+     "$((done_eval - trained)) s, total $((done_eval - start)) s"

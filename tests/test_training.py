@@ -305,7 +305,11 @@ def test_training_run_outputs(trained):
     assert np.mean(losses[-k:]) < np.mean(losses[:k]) - 0.5, losses
     assert len(logged(rows, "val_bleu")) == EPOCHS  # one per epoch
     assert len(logged(rows, "val_loss")) == EPOCHS
-    assert sorted(p.name for p in trained["ckpt_dir"].iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in trained["ckpt_dir"].iterdir()) == ["best.ckpt", "epochs",
+                                                                     "last.ckpt"]
+    # the last 3 epoch checkpoints, kept for averaging
+    assert sorted(p.name for p in (trained["ckpt_dir"] / "epochs").iterdir()) == \
+        [f"epoch={e:03d}.ckpt" for e in range(EPOCHS - 3, EPOCHS)]
 
 
 @pytest.mark.slow
@@ -450,6 +454,32 @@ def test_evaluate_script(trained, tmp_path, monkeypatch):
                               [moses_lc_norm_tok(references, "de")], tokenize="none").score)
     assert metrics["bleu_lc_norm_tok_references"].startswith("raw references")
     assert "tok:none" in metrics["bleu_lc_norm_tok_signature"]
+
+
+@pytest.mark.slow
+def test_evaluate_selects_checkpoint_and_decoding_on_val(trained, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    evaluate = load_script("evaluate")
+    ckpts = [str(trained["ckpt_dir"] / "best.ckpt"), str(trained["ckpt_dir"] / "last.ckpt")]
+    common = ["--data", str(trained["data"]), "--device", "cpu", "--split", "test_2016_flickr"]
+    scores = evaluate.main(["--ckpt", *ckpts, "--beam", "1", "2", "--lenpen", "0.6", "1.4",
+                            "--select-on", "val", "--out", str(tmp_path / "sel"), *common])
+    table = scores["selected_on"]["candidates"]
+    # greedy once per checkpoint (no length penalty), beam 2 with each alpha
+    assert [(r["beam"], r["lenpen"]) for r in table] == [(1, None), (2, 0.6), (2, 1.4)] * 2
+    best = max(table, key=lambda r: r["bleu"])
+    assert scores["checkpoint"] == best["checkpoint"] and scores["split"] == "test_2016_flickr"
+    assert scores["decoding_config"]["beam_size"] == best["beam"]
+    # each val row is what a plain evaluation of that candidate on val gives
+    row = table[4]
+    plain = evaluate.main(["--ckpt", row["checkpoint"], "--beam", "2", "--lenpen", "0.6",
+                           "--out", str(tmp_path / "plain"), *common[:-1], "val"])
+    assert plain["bleu"] == pytest.approx(row["bleu"])
+    assert plain["bleu_lc_norm_tok"] == pytest.approx(row["bleu_lc_norm_tok"])
+    with pytest.raises(SystemExit, match="need --select-on"):
+        evaluate.main(["--ckpt", *ckpts, *common])
 
 
 @pytest.mark.slow

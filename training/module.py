@@ -353,6 +353,26 @@ class TranslationModule(L.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_train_end(self) -> None:
+        """Say so when ``trainer.max_time`` ended training before its budget."""
+        trainer = self.trainer
+        timers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)]
+        if not timers or timers[0].time_remaining() is None or timers[0].time_remaining() > 0:
+            return
+        max_steps, step = trainer.max_steps, self.global_step
+        if max_steps > 0 and step >= max_steps:
+            return
+        budget = f" of max_steps={max_steps}" if max_steps > 0 else ""
+        cooldown = self.hparams.get("cooldown_steps", 0)
+        annealed = ""
+        if cooldown > 0 and max_steps > 0:
+            annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
+                        else " the learning-rate cooldown did not reach 0;")
+        rank_zero_warn(f"trainer.max_time stopped training in epoch {self.current_epoch} at "
+                       f"global step {step}{budget} ({timers[0].time_elapsed('train'):.0f} s of "
+                       f"training);{annealed} this machine is slower than the recipe assumes. "
+                       f"Raise trainer.max_time to train the whole budget")
+
     # ------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self._val_hyps = {}
