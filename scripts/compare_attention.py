@@ -12,8 +12,9 @@ of ``scripts/train.py`` with an override YAML (``override.yaml`` in the run
 folder) that sets the seed and the budget and sends logs and checkpoints to
 ``OUT/<name>_seed<k>/`` (an existing folder of that name is replaced). Then
 its ``best.ckpt`` (best validation BLEU) is decoded greedily on the test
-split in this process with :func:`training.evaluation.translate` and scored
-with :func:`training.evaluation.corpus_scores`. ``OUT`` (default
+split in this process and scored with
+:func:`training.selection.evaluate_translator` (cased BLEU, chrF and the
+papers' lowercased tokenized BLEU). ``OUT`` (default
 ``runs/compare``) receives, rewritten after every run:
 
 - ``report.md``: per model, mean ± standard deviation over seeds of the
@@ -77,7 +78,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from training.checkpoint import load_translator  # noqa: E402
-from training.evaluation import corpus_scores, translate  # noqa: E402
+from training.selection import evaluate_translator  # noqa: E402
 
 DEFAULT_CONFIGS = [REPO / "configs" / f"compare_{name}.yaml"
                    for name in ("transformer_dot", "transformer_additive", "rnn")]
@@ -94,10 +95,11 @@ COLUMNS = [
     ("val_chrf", "val chrF", "{:.2f}"),
     ("test_bleu", "test BLEU", "{:.2f}"),
     ("test_chrf", "test chrF", "{:.2f}"),
+    ("test_bleu_lc_norm_tok", "test papers' BLEU (lc.norm.tok)", "{:.2f}"),
 ]
 CSV_FIELDS = ["model", "seed", "status", "parameters", "train_tokens_per_sec", "peak_memory_mb",
               "wall_time", "process_seconds", "steps", "best_step", "val_bleu", "val_chrf",
-              "test_bleu", "test_chrf"]
+              "test_bleu", "test_chrf", "test_bleu_lc_norm_tok"]
 
 
 @dataclass
@@ -120,6 +122,8 @@ class RunResult:
         best_step: update of the best validation BLEU (``best.ckpt``).
         val_bleu, val_chrf: the best validation BLEU and the chrF of that validation.
         test_bleu, test_chrf: ``best.ckpt`` on the test split, greedy decoding.
+        test_bleu_lc_norm_tok: the same hypotheses scored as Multi30k papers
+            score them (:func:`training.evaluation.tokenized_bleu`).
         train_loss: ``(step, loss)`` as logged.
         validations: ``(step, wall_time, val_bleu)`` per validation.
     """
@@ -138,6 +142,7 @@ class RunResult:
     val_chrf: float = math.nan
     test_bleu: float = math.nan
     test_chrf: float = math.nan
+    test_bleu_lc_norm_tok: float = math.nan
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     validations: list[tuple[int, float, float]] = field(default_factory=list)
 
@@ -279,16 +284,15 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
     """Greedy test-split scores of a checkpoint (hypotheses written to ``out_dir``).
 
     Returns:
-        :func:`training.evaluation.corpus_scores` and the parameter count.
+        :func:`training.selection.evaluate_translator`'s scores (cased BLEU,
+        chrF and the papers' tokenized BLEU) and the parameter count.
     """
     translator = load_translator(ckpt, device)
-    sources, references, read = translator.load_split(resolve=_in_repo)
-    split, tgt_lang = read["split"], read["tgt_lang"]
-    hyps = translate(translator.model, translator.tokenizer, sources,
-                     translator.model.config.max_len, device,
-                     decoding=translator.decoding(beam_size=1))
-    (out_dir / f"{split}.{tgt_lang}.hyp").write_text("\n".join(hyps) + "\n", encoding="utf-8")
-    return corpus_scores(hyps, references), translator.model.num_parameters()
+    hyps, scores = evaluate_translator(translator, translator.decoding(beam_size=1),
+                                       device=device, resolve=_in_repo)
+    (out_dir / f"{scores['split']}.{scores['tgt_lang']}.hyp").write_text(
+        "\n".join(hyps) + "\n", encoding="utf-8")
+    return scores, translator.model.num_parameters()
 
 
 def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> RunResult:
@@ -309,6 +313,7 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> Run
         return result
     scores, result.parameters = evaluate_test(ckpt, args.device, run_dir)
     result.test_bleu, result.test_chrf = scores["bleu"], scores["chrf"]
+    result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
     return result
 
 

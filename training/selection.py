@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -25,8 +25,8 @@ __all__ = ["evaluate_translator", "select_on_split"]
 def evaluate_translator(translator: Translator, decoding: DecodingConfig, split: str | None = None,
                         data: str | None = None, src_lang: str | None = None,
                         tgt_lang: str | None = None, device: str | torch.device = "cpu",
-                        max_tokens: int = 8192, tok_refs: str | None = None
-                        ) -> tuple[list[str], dict]:
+                        max_tokens: int = 8192, tok_refs: str | None = None,
+                        resolve: Callable[[str], str] = str) -> tuple[list[str], dict]:
     """Translate a split of the checkpoint's corpus and score it.
 
     Scores: cased detokenized sacreBLEU and chrF with signatures (the
@@ -35,7 +35,8 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
     (:func:`training.evaluation.tokenized_bleu`) against ``tok_refs``: a
     tokenized reference file, ``"raw"`` to tokenize the raw references here,
     or None to use the official ``{split}.lc.norm.tok.{lang}.gz`` beside the
-    corpus when there is one.
+    corpus when there is one. ``resolve`` maps the checkpoint's saved
+    relative corpus paths (see :meth:`Translator.load_split`).
 
     Returns:
         ``(hypotheses, scores)``; ``scores`` also names the split, languages,
@@ -45,14 +46,15 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
         data.corpus.CorpusError: for a missing corpus split, or a tokenized
             reference file whose line count differs from the split's.
     """
-    sources, references, read = translator.load_split(split, data, src_lang, tgt_lang)
+    sources, references, read = translator.load_split(split, data, src_lang, tgt_lang, resolve)
     split, tgt = read["split"], read["tgt_lang"]
     start = time.perf_counter()
     hyps = translate(translator.model, translator.tokenizer, sources,
                      translator.model.config.max_len, device, max_tokens, decoding)
     seconds = time.perf_counter() - start
     scores = corpus_scores(hyps, references)
-    corpus = data or translator.data_hparams.get("source")
+    saved = translator.data_hparams.get("source")
+    corpus = data or (resolve(saved) if saved else None)
     reference_file = None if tok_refs == "raw" else (
         tok_refs or official_tokenized_references(corpus, split, tgt))
     try:
