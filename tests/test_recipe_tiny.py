@@ -15,6 +15,7 @@ import yaml
 from conftest import recipe_callbacks
 from test_training import load_script
 from training.averaging import last_checkpoints
+from training.module import lr_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "multi30k_tiny.yaml"
@@ -76,10 +77,20 @@ def test_tiny_recipe_trains_averages_and_selects(multi30k_small, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_max_time_cut_is_reported(multi30k_small, tmp_path):
+@pytest.mark.parametrize("time_budget", [False, True])
+def test_max_time_cut_is_reported_and_time_budget_anneals(multi30k_small, tmp_path, time_budget):
     with pytest.warns(UserWarning, match=r"trainer.max_time stopped training in epoch \d+ at "
                                          r"global step \d+ of max_steps=100000"):
         cli, _ = _fit(tmp_path, multi30k_small,
-                      {"max_steps": 100000, "max_time": "00:00:00:02",
-                       "check_val_every_n_epoch": 50}, {"cooldown_steps": 1000})
-    assert 0 < cli.trainer.global_step < 100000
+                      {"max_steps": 100000, "max_time": "00:00:00:03",
+                       "check_val_every_n_epoch": 50},
+                      {"warmup_steps": 2, "cooldown_steps": 50000,
+                       "lr_time_budget": time_budget})
+    step = cli.trainer.global_step
+    assert 0 < step < 100000
+    lr, peak = cli.trainer.optimizers[0].param_groups[0]["lr"], cli.model.hparams.lr
+    plain = peak * lr_multiplier(step, 2, 50000, 100000)  # after `step` scheduler steps
+    if time_budget:  # the schedule ran on the clock: annealed close to 0 by the cut
+        assert lr < 0.25 * plain
+    else:  # the schedule ran on steps: far from its cooldown
+        assert lr == pytest.approx(plain)

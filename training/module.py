@@ -157,6 +157,13 @@ class TranslationModule(L.LightningModule):
         label_smoothing: epsilon of label-smoothed cross-entropy.
         lr: peak learning rate, reached after ``warmup_steps`` updates.
         warmup_steps: linear warmup length in optimizer updates.
+        lr_time_budget: when ``trainer.max_time`` would end training before
+            ``trainer.max_steps`` (a slower machine than the recipe was sized
+            for), fit the whole schedule, cooldown included, into the time:
+            the schedule is evaluated at ``max(step, elapsed / max_time *
+            max_steps)``, so the run still ends annealed. Where the step
+            budget ends first this changes nothing. Single-process only
+            (under DDP the processes' clocks could disagree): ignored there.
         cooldown_steps: the last this many updates of the run
             (``trainer.max_steps``) decay the learning rate linearly to 0;
             0 keeps the plain inverse-square-root schedule
@@ -191,7 +198,7 @@ class TranslationModule(L.LightningModule):
     def __init__(self, config: TransformerConfig = None,  # type: ignore[assignment]
                  rnn: RNNConfig | None = None, vocab_size: int | None = None,
                  label_smoothing: float = 0.1, lr: float = 1e-3, warmup_steps: int = 4000,
-                 cooldown_steps: int = 0,
+                 cooldown_steps: int = 0, lr_time_budget: bool = False,
                  betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-9,
                  weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
                  beam_size: int = 1, length_penalty: float = 1.0,
@@ -217,7 +224,8 @@ class TranslationModule(L.LightningModule):
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters({
             "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
-            "warmup_steps": warmup_steps, "cooldown_steps": cooldown_steps, "betas": tuple(betas), "eps": eps,
+            "warmup_steps": warmup_steps, "cooldown_steps": cooldown_steps,
+            "lr_time_budget": lr_time_budget, "betas": tuple(betas), "eps": eps,
             "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b,
             "beam_size": beam_size, "length_penalty": length_penalty,
             "nonfinite_loss": nonfinite_loss})
@@ -349,15 +357,35 @@ class TranslationModule(L.LightningModule):
             total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
             lr_multiplier(0, warmup, cooldown, total)  # a bad combination fails before step 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_multiplier(step, warmup, cooldown, total))
+            optimizer, lambda step: lr_multiplier(self.schedule_step(step), warmup, cooldown,
+                                                  total))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def _timer(self):
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        timers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)]
+        return timers[0] if timers else None
+
+    def schedule_step(self, step: int) -> float:
+        """Where update ``step`` is in the learning-rate schedule: ``step`` itself,
+        or with ``lr_time_budget`` the larger time-proportional position
+        ``elapsed / max_time * max_steps`` (see the class docstring)."""
+        if not self.hparams.get("lr_time_budget") or self._trainer is None:
+            return step
+        trainer, timer = self.trainer, self._timer()
+        if timer is None or timer.time_remaining() is None or trainer.max_steps <= 0 \
+                or trainer.world_size > 1:
+            return step
+        duration = timer.time_elapsed() + timer.time_remaining()
+        return max(step, timer.time_elapsed() / duration * trainer.max_steps)
+
     def on_train_end(self) -> None:
         """Say so when ``trainer.max_time`` ended training before its budget."""
-        trainer = self.trainer
-        timers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)]
-        if not timers or timers[0].time_remaining() is None or timers[0].time_remaining() > 0:
+        trainer, timer = self.trainer, self._timer()
+        if timer is None or timer.time_remaining() is None or timer.time_remaining() > 0:
             return
         max_steps, step = trainer.max_steps, self.global_step
         if max_steps > 0 and step >= max_steps:
@@ -365,11 +393,13 @@ class TranslationModule(L.LightningModule):
         budget = f" of max_steps={max_steps}" if max_steps > 0 else ""
         cooldown = self.hparams.get("cooldown_steps", 0)
         annealed = ""
-        if cooldown > 0 and max_steps > 0:
+        if self.hparams.get("lr_time_budget") and trainer.world_size == 1:
+            annealed = " model.lr_time_budget fitted the schedule into the time;"
+        elif cooldown > 0 and max_steps > 0:
             annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
                         else " the learning-rate cooldown did not reach 0;")
         rank_zero_warn(f"trainer.max_time stopped training in epoch {self.current_epoch} at "
-                       f"global step {step}{budget} ({timers[0].time_elapsed('train'):.0f} s of "
+                       f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
                        f"training);{annealed} this machine is slower than the recipe assumes. "
                        f"Raise trainer.max_time to train the whole budget")
 
