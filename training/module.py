@@ -31,6 +31,10 @@ from .loss import label_smoothed_cross_entropy
 __all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule", "lr_multiplier",
            "gather_hypotheses", "rng_states", "set_rng_states", "CHECKPOINT_FORMAT"]
 
+#: How far (as a fraction of the run) the clock must be ahead of the step
+#: count before ``lr_time_budget`` moves the schedule by time.
+TIME_BUDGET_MARGIN = 0.02
+
 #: Marker written into every checkpoint of this project.
 CHECKPOINT_FORMAT = "attention-nmt/1"
 
@@ -160,10 +164,13 @@ class TranslationModule(L.LightningModule):
         lr_time_budget: when ``trainer.max_time`` would end training before
             ``trainer.max_steps`` (a slower machine than the recipe was sized
             for), fit the whole schedule, cooldown included, into the time:
-            the schedule is evaluated at ``max(step, elapsed / max_time *
-            max_steps)``, so the run still ends annealed. Where the step
-            budget ends first this changes nothing. Single-process only
-            (under DDP the processes' clocks could disagree): ignored there.
+            after warmup, once the elapsed fraction of ``max_time`` is more
+            than 2% of the run ahead of ``step / max_steps``, the schedule is
+            evaluated at ``elapsed / max_time * max_steps``, so the run still
+            ends annealed. A machine that fits the step budget keeps the step
+            schedule exactly (and deterministic); so does a run that
+            ``max_epochs`` ends first. Single-process only (under DDP the
+            processes' clocks could disagree): ignored there.
         cooldown_steps: the last this many updates of the run
             (``trainer.max_steps``) decay the learning rate linearly to 0;
             0 keeps the plain inverse-square-root schedule
@@ -377,10 +384,17 @@ class TranslationModule(L.LightningModule):
             return step
         trainer, timer = self.trainer, self._timer()
         if timer is None or timer.time_remaining() is None or trainer.max_steps <= 0 \
-                or trainer.world_size > 1:
+                or trainer.world_size > 1 or step < self.hparams.warmup_steps:
             return step
-        duration = timer.time_elapsed() + timer.time_remaining()
-        return max(step, timer.time_elapsed() / duration * trainer.max_steps)
+        total = trainer.max_steps
+        if trainer.estimated_stepping_batches < total:  # max_epochs ends the run first
+            return step
+        time_fraction = timer.time_elapsed() / (timer.time_elapsed() + timer.time_remaining())
+        # Only once the clock is clearly ahead of the steps (a machine that fits
+        # the budget keeps the step schedule exactly, and stays deterministic).
+        if time_fraction <= step / total + TIME_BUDGET_MARGIN:
+            return step
+        return max(step, time_fraction * total)
 
     def on_train_end(self) -> None:
         """Say so when ``trainer.max_time`` ended training before its budget."""
