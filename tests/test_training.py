@@ -229,7 +229,12 @@ def test_config_checkpoints_best_and_last(config, tmp_path):
                         log_every_n_steps=1, default_root_dir=tmp_path)
     trainer.fit(model, loader, loader)
     ckpt_dir = tmp_path / "checkpoints"
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in ckpt_dir.iterdir() if p.is_file()) == ["best.ckpt", "last.ckpt"]
+    epochs = ckpt_dir / "epochs"  # configs that keep epoch checkpoints for averaging
+    if epochs.is_dir():
+        assert sorted(p.name for p in epochs.iterdir()) == [f"epoch={e:03d}.ckpt" for e in range(3)]
+        assert torch.load(epochs / "epoch=002.ckpt", weights_only=True)["global_step"] == \
+            trainer.global_step
     best = torch.load(ckpt_dir / "best.ckpt", map_location="cpu", weights_only=True)
     last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert best["epoch"] == 0

@@ -358,7 +358,9 @@ class TranslationModule(L.LightningModule):
              {"params": params_no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
         warmup = self.hparams.warmup_steps
-        cooldown = self.hparams.get("cooldown_steps", 0)
+        # Without a Trainer (a bare training loop, the benchmarks) the run length
+        # is unknown, so there is no cooldown.
+        cooldown = self.hparams.get("cooldown_steps", 0) if self._trainer is not None else 0
         total = None
         if cooldown > 0:
             total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
