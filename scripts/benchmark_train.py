@@ -304,6 +304,8 @@ def make_module(run: dict, reference: bool = False, copy_from=None):
         raise ValueError(f"model.config.arch={config['arch']!r}: this benchmark compares "
                          f"Transformers; use a Transformer config")
     kwargs.setdefault("vocab_size", run["data"].get("vocab_size"))
+    # A few timed steps, not the recipe's run: no cooldown (it needs the run length).
+    kwargs.update(cooldown_steps=0, lr_time_budget=False)
     module = TranslationModule(config=config_from_dict(config), **kwargs)
     if reference:
         ref = ReferenceTransformer(module.config)
