@@ -75,17 +75,18 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                      use_cache=not args.no_cache)
     ckpt, selection = args.ckpt[0], None
+    if args.select_on and args.select_on == args.split:
+        raise SystemExit(f"evaluate.py: error: --select-on {args.select_on} is also the split to "
+                         f"report (--split); choose on the validation split and report another")
     if args.select_on:
         ckpt, decoding, table = select_on_split(args.ckpt, args.beam or [None],
                                                 args.lenpen or [None], args.select_on,
                                                 args.device, **overrides)
         print(f"{args.select_on}: candidates (cased BLEU / papers' BLEU)")
         for row in table:
-            how = "greedy" if row["beam"] == 1 else f"beam {row['beam']} lenpen {row['lenpen']}"
-            print(f"  {row['checkpoint']}  {how}: {row['bleu']:.2f} / "
+            print(f"  {row['checkpoint']}  {row['decoding']}: {row['bleu']:.2f} / "
                   f"{row['bleu_lc_norm_tok']:.2f}  ({row['decode_seconds']:.1f} s)")
-        print(f"chosen on {args.select_on}: {ckpt}, "
-              f"{'greedy' if decoding.beam_size == 1 else f'beam {decoding.beam_size} lenpen {decoding.alpha}'}")
+        print(f"chosen on {args.select_on}: {ckpt}, {decoding.describe()}")
         selection = {"split": args.select_on, "candidates": table}
         translator = load_translator(ckpt, args.device)
     else:

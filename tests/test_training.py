@@ -485,6 +485,9 @@ def test_evaluate_selects_checkpoint_and_decoding_on_val(trained, tmp_path, monk
     assert plain["bleu_lc_norm_tok"] == pytest.approx(row["bleu_lc_norm_tok"])
     with pytest.raises(SystemExit, match="need --select-on"):
         evaluate.main(["--ckpt", *ckpts, *common])
+    with pytest.raises(SystemExit, match="--select-on test_2016_flickr is also the split to report"):
+        evaluate.main(["--ckpt", *ckpts, "--beam", "1", "2", "--select-on", "test_2016_flickr",
+                       *common])
 
 
 @pytest.mark.slow

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 import sacrebleu
 import torch
+from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from torch import nn
 from torch.utils.data import DataLoader
 
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
+from data.corpus import read_lines
 from data.datamodule import encode_sources
 from data.tokenizer import Tokenizer
 from model.decoding import beam_search, greedy_decode
@@ -43,6 +46,10 @@ class DecodingConfig:
     max_len_b: int = 10
     nbest: int = 1
     use_cache: bool = True
+
+    def describe(self) -> str:
+        """``"greedy"`` or ``"beam 5 lenpen 1.6"``, as reports print it."""
+        return "greedy" if self.beam_size == 1 else f"beam {self.beam_size} lenpen {self.alpha}"
 
 
 class Hypothesis(NamedTuple):
@@ -191,8 +198,6 @@ def moses_lc_norm_tok(lines: list[str], lang: str) -> list[str]:
     Source: Moses ``scripts/tokenizer/*.perl`` (Koehn et al. 2007), as ported
     by ``sacremoses``; Elliott et al. 2016 (Multi30k's tokenized files).
     """
-    from sacremoses import MosesPunctNormalizer, MosesTokenizer
-
     normalizer, tokenizer = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
     return [tokenizer.tokenize(normalizer.normalize(line.lower() + "\n"), return_str=True,
                                escape=True) for line in lines]
@@ -208,8 +213,6 @@ def official_tokenized_references(source: str | None, split: str, lang: str) -> 
     """
     if not source:
         return None
-    import os
-
     base = source.rstrip("/")
     for folder in (base + "-tok", os.path.join(base, "tok")):
         for name in (f"{split}.lc.norm.tok.{lang}.gz", f"{split}.lc.norm.tok.{lang}"):
@@ -217,15 +220,6 @@ def official_tokenized_references(source: str | None, split: str, lang: str) -> 
             if os.path.isfile(path):
                 return path
     return None
-
-
-def _read_lines(path: str) -> list[str]:
-    import gzip
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        text = f.read()
-    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
 
 
 def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str,
@@ -256,12 +250,13 @@ def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str,
     Raises:
         ValueError: if the hypotheses and references differ in number (the
             message names the reference file).
+        data.corpus.CorpusError: if ``reference_file`` is not UTF-8.
 
     Source: Papineni et al. 2002 (BLEU); Post 2018 (sacreBLEU); Wu et al. 2021
     and the Multi30k task-1 evaluation protocol.
     """
     if reference_file is not None:
-        refs = _read_lines(reference_file)
+        refs = list(read_lines(reference_file)["text"])
         where = reference_file
     else:
         refs = moses_lc_norm_tok(references, lang)

@@ -48,9 +48,10 @@ def cpu_has_fast_bf16() -> bool:
     bf16 autocast is emulated: a Transformer-tiny training step took about
     35 s instead of 2.5 s in float32 (2-core AMD EPYC, AVX2 only).
     """
-    cpu = getattr(__import__("torch"), "cpu")
+    import torch
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_cpu_precision(precision: str | int | None, accelerator: str | None) -> str | int | None:

@@ -26,7 +26,9 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
                         data: str | None = None, src_lang: str | None = None,
                         tgt_lang: str | None = None, device: str | torch.device = "cpu",
                         max_tokens: int = 8192, tok_refs: str | None = None,
-                        resolve: Callable[[str], str] = str) -> tuple[list[str], dict]:
+                        resolve: Callable[[str], str] = str,
+                        loaded: tuple[list[str], list[str], dict] | None = None
+                        ) -> tuple[list[str], dict]:
     """Translate a split of the checkpoint's corpus and score it.
 
     Scores: cased detokenized sacreBLEU and chrF with signatures (the
@@ -36,7 +38,9 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
     tokenized reference file, ``"raw"`` to tokenize the raw references here,
     or None to use the official ``{split}.lc.norm.tok.{lang}.gz`` beside the
     corpus when there is one. ``resolve`` maps the checkpoint's saved
-    relative corpus paths (see :meth:`Translator.load_split`).
+    relative corpus paths (see :meth:`Translator.load_split`); ``loaded`` is
+    what that method returned for this split, where the caller has it
+    already (several decodings of one split).
 
     Returns:
         ``(hypotheses, scores)``; ``scores`` also names the split, languages,
@@ -46,7 +50,8 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
         data.corpus.CorpusError: for a missing corpus split, or a tokenized
             reference file whose line count differs from the split's.
     """
-    sources, references, read = translator.load_split(split, data, src_lang, tgt_lang, resolve)
+    sources, references, read = loaded or translator.load_split(split, data, src_lang, tgt_lang,
+                                                                resolve)
     split, tgt = read["split"], read["tgt_lang"]
     start = time.perf_counter()
     hyps = translate(translator.model, translator.tokenizer, sources,
@@ -62,9 +67,8 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
     except ValueError as err:
         raise CorpusError(f"--tok-refs {reference_file}: {err}; pass the tokenized file of "
                           f"split {split!r} or --tok-refs raw") from err
-    method = "greedy" if decoding.beam_size == 1 else f"beam {decoding.beam_size}"
     scores.update({"split": split, "src_lang": read["src_lang"], "tgt_lang": tgt,
-                   "decoding": method, "decoding_config": asdict(decoding),
+                   "decoding": decoding.describe(), "decoding_config": asdict(decoding),
                    "decode_seconds": round(seconds, 2), "device": str(device)})
     return hyps, scores
 
@@ -88,7 +92,7 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
 
     Returns:
         ``(checkpoint, decoding, table)``: the winner and one row per
-        candidate (``checkpoint``, ``beam``, ``lenpen``, ``bleu``, ``chrf``,
+        candidate (``checkpoint``, ``beam``, ``lenpen``, ``decoding``, ``bleu``, ``chrf``,
         ``bleu_lc_norm_tok``, ``decode_seconds``).
 
     Raises:
@@ -100,6 +104,7 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
     table, best = [], None
     for path in checkpoints:
         translator = load_translator(path, device)
+        loaded = translator.load_split(split)  # read once, decoded once per candidate
         seen = set()
         for beam, lenpen in itertools.product(beams, lenpens or [None]):
             decoding = translator.decoding(beam_size=beam, alpha=lenpen, **decoding_overrides)
@@ -107,9 +112,10 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
             if key in seen:
                 continue
             seen.add(key)
-            _, scores = evaluate_translator(translator, decoding, split, device=device)
-            row = {"checkpoint": str(path), "beam": decoding.beam_size,
-                   "lenpen": key[1], "bleu": scores["bleu"], "chrf": scores["chrf"],
+            _, scores = evaluate_translator(translator, decoding, split, device=device,
+                                            loaded=loaded)
+            row = {"checkpoint": str(path), "beam": decoding.beam_size, "lenpen": key[1],
+                   "decoding": decoding.describe(), "bleu": scores["bleu"], "chrf": scores["chrf"],
                    "bleu_lc_norm_tok": scores["bleu_lc_norm_tok"],
                    "decode_seconds": scores["decode_seconds"]}
             table.append(row)
