@@ -21,6 +21,7 @@ Shapes: B batch, H heads, Q queries, K keys, d query/key size, v value size.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ __all__ = [
     "masked_softmax",
     "DotProductAttention",
     "AdditiveAttention",
+    "ADDITIVE_KERNELS",
+    "fused_additive_scores",
+    "fused_additive_available",
     "MultiHeadAttention",
     "SCORING_FUNCTIONS",
 ]
@@ -41,6 +45,9 @@ __all__ = [
 #: The scoring functions :class:`MultiHeadAttention` (and the Transformer
 #: config's ``attention`` field) accept.
 SCORING_FUNCTIONS = ("dot", "additive")
+
+#: The kernels :class:`AdditiveAttention` can compute its scores with.
+ADDITIVE_KERNELS = ("auto", "fused", "chunked", "naive")
 
 
 def valid_mask(valid_lens: torch.Tensor | None, num_queries: int, num_keys: int,
@@ -283,6 +290,195 @@ class _ChunkedAdditiveScores(torch.autograd.Function):
                 grad_w_v.to(w_v.dtype), None)
 
 
+# ---------------------------------------------------------------- fused additive scores
+#
+# The three score functions below are written for torch.compile: Inductor fuses
+# each broadcast ``tanh`` into the reduction that consumes it (a C++/OpenMP loop
+# on CPU, a Triton kernel on GPU), so the (N, Q, K, A) hidden tensor is never
+# written to memory. They are also plain PyTorch, and compute the same thing
+# eagerly (materializing that tensor), which is what the tests compare.
+
+
+def _reciprocal_exp(hidden: torch.Tensor) -> torch.Tensor:
+    """``r(x) = 1 / (exp(2x) + 1)``, from which ``tanh(x) = 1 - 2r`` and
+    ``1 - tanh^2(x) = 4 r (1 - r)``; exact at both ends (exp overflowing to
+    inf gives r = 0, underflowing to 0 gives r = 1).
+
+    Compiled on CPU this is about 2.7x faster than ``torch.tanh`` (Inductor's
+    vectorized ``exp`` is a short polynomial, its ``tanh`` the 1-ULP SLEEF
+    routine). Each use calls this function again, and :func:`_run_kernel`
+    compiles with AOTAutograd's graph CSE off: Inductor stores a node with an
+    ``exp`` that two consumers read (on CPU it realizes reused
+    transcendental ops), which would bring back the ``(N, Q, K, A)`` buffer,
+    while separate copies are each inlined into the loop, where the kernel's
+    own common-subexpression elimination computes the ``exp`` once.
+    """
+    return 1 / (torch.exp(2 * hidden) + 1)
+
+
+def _tanh_by_exp(hidden: torch.Tensor) -> torch.Tensor:
+    """``tanh(x) = 1 - 2 r(x)`` (see :func:`_reciprocal_exp`)."""
+    return 1 - 2 * _reciprocal_exp(hidden)
+
+
+def _sech2_by_exp(hidden: torch.Tensor) -> torch.Tensor:
+    """``1 - tanh^2(x) = 4 r(x) (1 - r(x))``, two copies of r (see :func:`_reciprocal_exp`)."""
+    return 4 * _reciprocal_exp(hidden) * (1 - _reciprocal_exp(hidden))
+
+
+def _additive_scores_kernel(queries: torch.Tensor, keys: torch.Tensor,
+                            w_v: torch.Tensor) -> torch.Tensor:
+    """Scores ``w_v . tanh(q_i + k_j)`` of projected ``queries`` ``(N, Q, A)`` and
+    ``keys`` ``(N, K, A)`` (one dtype) with ``w_v`` ``(A,)`` -> ``(N, Q, K)``, float32
+    (float64 for float64 inputs)."""
+    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
+    return (_tanh_by_exp(hidden) * w_v.to(acc)).sum(-1)  # (N, Q, K)
+
+
+def _additive_query_grads_kernel(queries: torch.Tensor, keys: torch.Tensor,
+                                 grad_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sums over keys, in one loop: ``sum_j g_ij (1 - tanh^2(q_i + k_j))`` and
+    ``sum_j g_ij tanh(q_i + k_j)``, each ``(N, Q, A)``, for ``grad_scores`` ``g`` ``(N, Q, K)``."""
+    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
+    grad = grad_scores.to(acc).unsqueeze(-1)  # (N, Q, K, 1)
+    return ((grad * _sech2_by_exp(hidden)).sum(-2),  # (N, Q, A)
+            (grad * _tanh_by_exp(hidden)).sum(-2))  # (N, Q, A)
+
+
+def _additive_key_grads_kernel(queries: torch.Tensor, keys: torch.Tensor,
+                               grad_scores: torch.Tensor) -> torch.Tensor:
+    """``sum_i g_ij (1 - tanh^2(q_i + k_j))`` ``(N, K, A)`` for ``g`` ``(N, Q, K)``."""
+    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
+    grad = grad_scores.to(acc).unsqueeze(-1)  # (N, Q, K, 1)
+    return (grad * _sech2_by_exp(hidden)).sum(-3)  # (N, K, A)
+
+
+#: Compiled versions of the kernels above, made on first use.
+_COMPILED_KERNELS: dict = {}
+#: Device type -> None (fused works there) or the error that made it fall back.
+_FUSED_PROBES: dict[str, str | None] = {}
+#: Enough compiled variants per kernel for every dtype x autocast x size-1 case.
+_RECOMPILE_LIMIT = 64
+
+
+def _run_kernel(kernel, *args: torch.Tensor):
+    """Run ``kernel`` compiled by ``torch.compile(dynamic=True)`` (compiled once,
+    reused for every sequence length); inside an outer ``torch.compile`` the
+    plain function, which the outer graph fuses the same way."""
+    if torch.compiler.is_compiling():
+        return kernel(*args)
+    compiled = _COMPILED_KERNELS.get(kernel)
+    if compiled is None:
+        compiled = _COMPILED_KERNELS[kernel] = torch.compile(kernel, dynamic=True, fullgraph=True)
+    with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), \
+            torch._functorch.config.patch(cse=False):  # see _reciprocal_exp
+        return compiled(*args)
+
+
+class _FusedAdditiveScores(torch.autograd.Function):
+    """Additive scores ``(N, Q, K)`` of ``(N, Q, A)`` queries and ``(N, K, A)``
+    keys with compiled kernels that never store the ``(N, Q, K, A)`` tanh.
+
+    Forward is one fused reduction over A and saves only its inputs. Backward
+    recomputes the tanh twice, inside two fused reductions: over keys (the
+    query gradient, and the ``w_v`` gradient before its sum over N and Q)
+    and over queries (the key gradient); ``w_v`` multiplies the sums, as in
+    :class:`_ChunkedAdditiveScores`. Everything accumulates in at least
+    float32. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, queries: torch.Tensor, keys: torch.Tensor, w_v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(queries, keys, w_v)
+        scores = _run_kernel(_additive_scores_kernel, queries, keys, w_v)  # (N, Q, K)
+        return scores.to(queries.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_scores: torch.Tensor):
+        queries, keys, w_v = ctx.saved_tensors
+        grad_scores = grad_scores.contiguous()  # (N, Q, K)
+        # In this order, with in-place products, at most two (N, Q|K, A) sums are alive.
+        sum_q, sum_w = _run_kernel(_additive_query_grads_kernel, queries, keys, grad_scores)
+        grad_w_v = sum_w.sum(dim=(0, 1)).to(w_v.dtype)  # (A,)
+        del sum_w
+        w = w_v.to(sum_q.dtype)
+        grad_queries = sum_q.mul_(w).to(queries.dtype)  # (N, Q, A)
+        del sum_q
+        sum_k = _run_kernel(_additive_key_grads_kernel, queries, keys, grad_scores)
+        return grad_queries, sum_k.mul_(w).to(keys.dtype), grad_w_v  # (N, K, A), (A,)
+
+
+def fused_additive_scores(queries: torch.Tensor, keys: torch.Tensor,
+                          w_v: torch.Tensor) -> torch.Tensor:
+    """Additive scores ``w_v^T tanh(q_i + k_j)`` without the hidden tensor in memory.
+
+    Computes :func:`_naive_additive_scores` (same values and gradients,
+    tested) with kernels that ``torch.compile`` fuses: the
+    ``(B, [H,] Q, K, A)`` tanh is neither stored in forward nor saved for
+    backward, which recomputes it (see :class:`_FusedAdditiveScores`).
+    Sequence lengths are dynamic: one compilation serves every length (plus
+    one for ``Q == K``, one per dtype and for length-1 axes).
+
+    Args:
+        queries: projected queries ``W_q q``, ``(B, [H,] Q, A)``.
+        keys: projected keys ``W_k k``, ``(B, [H,] K, A)``; leading
+            dimensions broadcast against the queries'.
+        w_v: the output weights, ``(A,)``.
+
+    Returns:
+        Scores ``(B, [H,] Q, K)`` in the queries' and keys' result dtype.
+
+    Raises:
+        Whatever ``torch.compile`` raises where it cannot compile (no C++
+        compiler, no Triton): :class:`AdditiveAttention` checks once per
+        device type with :func:`fused_additive_available` and falls back.
+
+    Source: the additive score of Bahdanau et al. 2015 (eq. A.1.2); fusing
+    the score computation so that its large intermediate never reaches memory,
+    and recomputing it in backward, as FlashAttention does for dot-product
+    scores (Dao et al. 2022).
+    """
+    lead = torch.broadcast_shapes(queries.shape[:-2], keys.shape[:-2])  # (B, [H])
+    (Q, A), K = queries.shape[-2:], keys.shape[-2]
+    dtype = torch.result_type(queries, keys)
+    q = queries.to(dtype).expand(*lead, Q, A).reshape(-1, Q, A).contiguous()  # (N, Q, A)
+    k = keys.to(dtype).expand(*lead, K, A).reshape(-1, K, A).contiguous()  # (N, K, A)
+    scores = _FusedAdditiveScores.apply(q, k, w_v)  # (N, Q, K)
+    return scores.reshape(*lead, Q, K)  # (B, [H,] Q, K)
+
+
+def fused_additive_available(device: torch.device | str) -> bool:
+    """Whether :func:`fused_additive_scores` compiles and runs on ``device``'s type.
+
+    Checked once per device type (``"cpu"``, ``"cuda"``, ...) by computing the
+    scores and gradients of a tiny problem, which also compiles the kernels.
+    Where that fails (no C++ compiler for Inductor's CPU backend, no Triton
+    for CUDA, a device Inductor does not support) the reason is logged once
+    as a warning and False is returned; :class:`AdditiveAttention` then
+    uses the chunked kernel.
+    """
+    device = torch.device(device)
+    if device.type not in _FUSED_PROBES:
+        try:
+            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+                q = torch.randn(2, 3, 4, device=device, requires_grad=True)
+                k = torch.randn(2, 5, 4, device=device, requires_grad=True)
+                w = torch.randn(4, device=device, requires_grad=True)
+                fused_additive_scores(q, k, w).sum().backward()
+            _FUSED_PROBES[device.type] = None
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: fall back
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            _FUSED_PROBES[device.type] = reason
+            warnings.warn(f"fused additive attention is unavailable on {device.type} "
+                          f"(torch.compile failed: {reason}); using the chunked kernel, "
+                          f"which is slower", RuntimeWarning, stacklevel=2)
+    return _FUSED_PROBES[device.type] is None
+
+
 class AdditiveAttention(nn.Module):
     """Additive (Bahdanau) attention: score ``w_v^T tanh(W_q q + W_k k)``.
 
@@ -290,48 +486,63 @@ class AdditiveAttention(nn.Module):
     ``key_size`` are not given the projections are lazy (sized on the first
     call), as in d2l.ai.
 
-    Memory: the textbook formula holds a ``(B, [H,] Q, K, A)`` hidden tensor
+    Kernels: the textbook formula holds a ``(B, [H,] Q, K, A)`` hidden tensor
     (A = ``num_hiddens``) and autograd saves it for backward: 256 MiB in
     float32 at B=64, H=8, Q=K=64, A=32, against 8 MiB for the ``(B, H, Q, K)``
-    scores. Here the scores are computed a chunk of ``c`` queries at a time,
-    ``c`` the largest count whose ``(B, [H,] c, K, A)`` tensor has at most
-    ``chunk_elements`` elements (at least one query), and backward
-    recomputes each chunk's ``tanh`` instead of keeping it. Training then
-    keeps ``O(B H (Q + K) A)`` elements for backward plus one chunk at a time;
-    the price is a second ``add`` and ``tanh`` per element in backward. In
-    ``MultiHeadAttention(256, 8, 0.0, scoring="additive")`` at B=64, Q=K=64, a
-    float32 training step (forward + backward) peaked at 80 MiB instead of
-    792 MiB (dot product: 44 MiB) and took 1.4x the unchunked step's time
-    (564 vs 402 ms CPU, 1 thread; ``scripts/benchmark_attention.py``).
-    ``chunk_elements=None`` computes the whole tensor at once (the textbook
-    formula, plain autograd). Both compute the same function (tested).
+    scores. Three kernels compute the same function (tested against each
+    other and the formula), chosen by ``kernel``:
+
+    - ``"fused"`` (:func:`fused_additive_scores`): ``torch.compile``d
+      reductions that compute each ``tanh`` inside the loop that sums it, in
+      forward and (recomputed) in backward; the hidden tensor never reaches
+      memory. Needs Inductor: a C++ compiler on CPU, Triton on GPU. The first
+      call compiles (seconds); one compilation serves every sequence length.
+    - ``"chunked"``: eager PyTorch, a chunk of ``c`` queries at a time, ``c``
+      the largest count whose ``(B, [H,] c, K, A)`` tensor has at most
+      ``chunk_elements`` elements (at least one query); backward recomputes
+      each chunk's ``tanh``. ``chunk_elements=None`` computes the whole tensor
+      at once.
+    - ``"naive"``: the formula with plain autograd (the tests' reference).
+    - ``"auto"`` (default): ``"fused"`` where :func:`fused_additive_available`
+      says it compiles on the inputs' device, otherwise ``"chunked"`` (with a
+      warning, once).
+
+    ``scripts/benchmark_attention.py`` measures all three against dot-product
+    attention (README, "Additive attention kernels").
 
     Args:
         num_hiddens: size A of the hidden layer ``W_q q + W_k k``.
         dropout: dropout probability on the attention weights.
         key_size: feature size of the keys, or None for lazy.
         query_size: feature size of the queries, or None for lazy.
-        chunk_elements: most elements of the hidden tensor held at once, or
-            None for the unchunked formula. The default, 2**22, is 16 MiB in
-            float32 (4 queries per chunk in the example above). Also
-            settable as an attribute.
+        chunk_elements: most elements of the hidden tensor the chunked kernel
+            holds at once, or None for all at once. The default, 2**22, is
+            16 MiB in float32 (4 queries per chunk in the example above).
+            Also settable as an attribute.
+        kernel: ``"auto"``, ``"fused"``, ``"chunked"`` or ``"naive"`` (above);
+            also settable as an attribute.
 
     Shapes:
         queries ``(B, [H,] Q, q)``, keys ``(B, [H,] K, k)``, values
         ``(B, [H,] K, v)``, ``valid_lens`` None / ``(B,)`` / ``(B, Q)``
         -> output ``(B, [H,] Q, v)``; ``attention_weights`` ``(B, [H,] Q, K)``.
+        ``projected_keys`` (optional, from :meth:`project_keys`)
+        ``(B, [H,] K, A)`` replaces ``W_k keys``, so a decoder that attends
+        to the same keys at every step projects them once.
 
     Raises:
-        ValueError: for badly shaped ``valid_lens`` (see :func:`valid_mask`).
+        ValueError: for an unknown ``kernel`` or badly shaped ``valid_lens``
+            (see :func:`valid_mask`).
 
     Source: Bahdanau et al. 2015, eq. A.1.2; d2l.ai §11.3.2. Chunking the
     queries: Rabe & Staats 2021, "Self-attention does not need O(n^2)
     memory"; recomputing in backward: Chen et al. 2016, "Training deep nets
-    with sublinear memory cost".
+    with sublinear memory cost"; fusing: see :func:`fused_additive_scores`.
     """
 
     def __init__(self, num_hiddens: int, dropout: float, key_size: int | None = None,
-                 query_size: int | None = None, chunk_elements: int | None = 2 ** 22):
+                 query_size: int | None = None, chunk_elements: int | None = 2 ** 22,
+                 kernel: str = "auto"):
         super().__init__()
         self.W_k = (nn.LazyLinear(num_hiddens, bias=False) if key_size is None
                     else nn.Linear(key_size, num_hiddens, bias=False))
@@ -340,27 +551,55 @@ class AdditiveAttention(nn.Module):
         self.w_v = nn.Linear(num_hiddens, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.chunk_elements = chunk_elements
+        self.kernel = kernel
         self.keep_weights = True  # same switch as DotProductAttention; weights are always computed
         self.attention_weights: torch.Tensor | None = None
 
     def chunk_size(self, queries: torch.Tensor, keys: torch.Tensor) -> int | None:
-        """Queries per chunk for projected ``queries`` ``(B, [H,] Q, A)`` and
-        ``keys`` ``(B, [H,] K, A)``; None for the unchunked formula."""
+        """Queries per chunk of the chunked kernel for projected ``queries``
+        ``(B, [H,] Q, A)`` and ``keys`` ``(B, [H,] K, A)``; None for all at once."""
         if self.chunk_elements is None:
             return None
         lead = torch.broadcast_shapes(queries.shape[:-2], keys.shape[:-2])  # (B, [H])
         per_query = math.prod(lead) * keys.shape[-2] * keys.shape[-1]  # numel (B, [H,] 1, K, A)
         return max(1, self.chunk_elements // max(1, per_query))
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                valid_lens: torch.Tensor | None = None) -> torch.Tensor:
-        queries, keys = self.W_q(queries), self.W_k(keys)  # (B, [H,] Q, A), (B, [H,] K, A)
+    def resolved_kernel(self, device: torch.device | str) -> str:
+        """The kernel that runs on ``device``: ``kernel`` with ``"auto"`` resolved.
+
+        Raises:
+            ValueError: if ``kernel`` is not one of :data:`ADDITIVE_KERNELS`.
+        """
+        if self.kernel not in ADDITIVE_KERNELS:
+            raise ValueError(f"AdditiveAttention kernel={self.kernel!r} is unknown; "
+                             f"use one of {ADDITIVE_KERNELS}")
+        if self.kernel != "auto":
+            return self.kernel
+        return "fused" if fused_additive_available(device) else "chunked"
+
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """``W_k keys``: ``(B, [H,] K, k)`` -> ``(B, [H,] K, A)``, for ``projected_keys``."""
+        return self.W_k(keys)
+
+    def scores(self, queries: torch.Tensor, projected_keys: torch.Tensor) -> torch.Tensor:
+        """Unnormalized scores ``(B, [H,] Q, K)`` of raw ``queries`` ``(B, [H,] Q, q)``
+        against projected keys ``(B, [H,] K, A)``, by :meth:`resolved_kernel`."""
+        queries = self.W_q(queries)  # (B, [H,] Q, A)
         w_v = self.w_v.weight[0]  # (A,)
-        chunk_size = self.chunk_size(queries, keys)
+        kernel = self.resolved_kernel(queries.device)
+        if kernel == "fused":
+            return fused_additive_scores(queries, projected_keys, w_v)
+        chunk_size = self.chunk_size(queries, projected_keys) if kernel == "chunked" else None
         if chunk_size is None:
-            scores = _naive_additive_scores(queries, keys, w_v)  # (B, [H,] Q, K)
-        else:
-            scores = _ChunkedAdditiveScores.apply(queries, keys, w_v, chunk_size)  # (B, [H,] Q, K)
+            return _naive_additive_scores(queries, projected_keys, w_v)
+        return _ChunkedAdditiveScores.apply(queries, projected_keys, w_v, chunk_size)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                valid_lens: torch.Tensor | None = None, *,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
+        if projected_keys is None:
+            projected_keys = self.project_keys(keys)  # (B, [H,] K, A)
+        scores = self.scores(queries, projected_keys)  # (B, [H,] Q, K)
         weights = masked_softmax(scores, valid_lens)
         self.attention_weights = weights if self.keep_weights else None
         return self.dropout(weights) @ values  # (B, [H,] Q, v)

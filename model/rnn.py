@@ -103,6 +103,8 @@ class RNNDecoderCache:
         hidden: ``(L, B, D)`` GRU state after the last fed token, or None
             before the first call (the decoder then starts from its initial
             state, a function of the encoder outputs).
+        keys: ``(B, S, D)`` the encoder outputs projected by the attention's
+            ``W_k``, computed at the first call and reused at every step.
         length: number of target positions already fed.
 
     Source: d2l.ai §11.4 (the decoder ``state``); same role as
@@ -111,12 +113,15 @@ class RNNDecoderCache:
 
     def __init__(self):
         self.hidden: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
         self.length = 0
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` ``(B',)`` of the state (beam search)."""
         if self.hidden is not None:
             self.hidden = self.hidden.index_select(1, index)  # (L, B', D)
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, index)  # (B', S, D)
 
 
 def _gru(config: RNNConfig, input_size: int, hidden_size: int, bidirectional: bool) -> nn.GRU:
@@ -239,11 +244,18 @@ class Seq2SeqAttentionDecoder(nn.Module):
         else:
             state = self.begin_state(enc_outputs, valid_lens)
         state = state.to(dtype)  # (L, B, D)
+        # W_k enc_outputs once per sentence (and once per decoding with a cache), not per step.
+        keys = cache.keys if cache is not None and cache.keys is not None else None
+        if keys is None:
+            keys = self.attention.project_keys(enc_outputs)  # (B, S, D)
+            if cache is not None:
+                cache.keys = keys
         embs = self.dropout(self.embedding(tgt))  # (B, T, D)
         outputs, contexts, weights = [], [], []
         for t in range(tgt.shape[1]):
             query = state[-1].unsqueeze(1)  # (B, 1, D): top layer's previous state
-            context = self.attention(query, enc_outputs, enc_outputs, valid_lens)  # (B, 1, D)
+            context = self.attention(query, None, enc_outputs, valid_lens,
+                                     projected_keys=keys)  # (B, 1, D)
             x = torch.cat([context, embs[:, t: t + 1]], dim=-1).to(dtype)  # (B, 1, 2D)
             out, state = self.rnn(x, state)  # (B, 1, D), (L, B, D)
             outputs.append(out)

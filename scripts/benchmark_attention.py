@@ -12,10 +12,19 @@ and measures its peak memory, for these variants, in one process:
   weights kept); the reference of the two ratio columns.
 - ``dot-fused``: the same with ``keep_weights=False``, which calls
   ``F.scaled_dot_product_attention``.
-- ``additive``: ``scoring="additive"``, scores computed in chunks of queries
-  (the default budget of :class:`AdditiveAttention`, or ``--chunk-elements``).
-- ``additive-naive``: the same with ``chunk_elements=None``, the whole
-  ``(B, H, Q, K, D/H)`` hidden tensor at once.
+- ``additive``: ``scoring="additive"`` as constructed: the fused kernel
+  (``torch.compile``d reductions that never store the ``(B, H, Q, K, D/H)``
+  tanh) where it compiles, else the chunked one; the table names which ran.
+- ``additive-chunked``: ``kernel="chunked"``, scores computed in chunks of
+  queries (the default budget of :class:`AdditiveAttention`, or
+  ``--chunk-elements``), eager PyTorch.
+- ``additive-naive``: ``kernel="naive"``, the whole hidden tensor at once.
+
+``first step s`` is the wall time of each variant's first step: for the
+fused kernel it includes compiling it (Inductor also keeps compiled kernels
+on disk, under ``/tmp/torchinductor_$USER``, so a second run of this script
+compiles less). With ``--dtype bf16`` forward runs under bf16 autocast, as in
+training.
 
 Time: the median of ``--repeats`` steps after ``--warmup`` steps per variant,
 in wall-clock milliseconds and in CPU milliseconds of this process (all its
@@ -65,12 +74,13 @@ from torch._C._profiler import _EventType  # noqa: E402
 from model.attention import MultiHeadAttention  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
-#: Variant name -> (scoring, keep_weights, chunked). ``chunked`` is None for dot.
+#: Variant name -> (scoring, keep_weights, additive kernel). The kernel is None for dot.
 VARIANTS = {
     "dot": ("dot", True, None),
     "dot-fused": ("dot", False, None),
-    "additive": ("additive", True, True),
-    "additive-naive": ("additive", True, False),
+    "additive": ("additive", True, "auto"),
+    "additive-chunked": ("additive", True, "chunked"),
+    "additive-naive": ("additive", True, "naive"),
 }
 REFERENCE = "dot"
 MiB = 2 ** 20
@@ -90,6 +100,8 @@ def parse_args(argv=None):
                    help="budget of the chunked additive variant (default: AdditiveAttention's)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--dtype", choices=("float32", "bf16"), default="float32",
+                   help="float32, or bf16 autocast for forward (as bf16-mixed training)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
     p.add_argument("--threads", type=int, default=None,
@@ -108,14 +120,14 @@ def parse_args(argv=None):
 
 def build(variant: str, args, device: torch.device) -> MultiHeadAttention:
     """The layer of ``variant`` (same seed, so the same projections for all)."""
-    scoring, keep_weights, chunked = VARIANTS[variant]
+    scoring, keep_weights, kernel = VARIANTS[variant]
     torch.manual_seed(0)
     mha = MultiHeadAttention(args.num_hiddens, args.heads, 0.0, scoring=scoring).to(device)
     mha.attention.keep_weights = keep_weights
-    if chunked is False:
-        mha.attention.chunk_elements = None
-    elif chunked and args.chunk_elements is not None:
-        mha.attention.chunk_elements = args.chunk_elements
+    if kernel is not None:
+        mha.attention.kernel = kernel
+        if args.chunk_elements is not None:
+            mha.attention.chunk_elements = args.chunk_elements
     return mha.train()
 
 
@@ -131,10 +143,12 @@ def make_inputs(args, device: torch.device):
     return queries, keys, values, valid_lens, grad_out
 
 
-def make_step(mha: MultiHeadAttention, inputs) -> tuple[Callable[[], None], Callable[[], None]]:
+def make_step(mha: MultiHeadAttention, inputs, dtype: str = "float32"
+              ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``clear()`` frees what the last step left (gradients, kept weights);
-    ``step()`` runs forward and backward."""
+    ``step()`` runs forward (under bf16 autocast for ``dtype="bf16"``) and backward."""
     queries, keys, values, valid_lens, grad_out = inputs
+    device_type = queries.device.type
 
     def clear():
         for t in (*mha.parameters(), queries, keys, values):
@@ -143,7 +157,9 @@ def make_step(mha: MultiHeadAttention, inputs) -> tuple[Callable[[], None], Call
         gc.collect()
 
     def step():
-        mha(queries, keys, values, valid_lens).backward(grad_out)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            out = mha(queries, keys, values, valid_lens)
+        out.backward(grad_out.to(out.dtype))
 
     return clear, step
 
@@ -181,24 +197,35 @@ def peak_bytes(clear: Callable[[], None], step: Callable[[], None], device: torc
     return max(a.total_allocated for a in allocations) - before
 
 
-def queries_per_chunk(mha: MultiHeadAttention, args) -> int | None:
-    """How many queries the additive layer scores at a time (None: all, or dot)."""
+def kernel_name(mha: MultiHeadAttention, args, device: torch.device) -> str:
+    """What the additive layer ran: ``fused``, ``chunked (c queries/chunk)``
+    or ``naive``; empty for dot."""
     if mha.scoring != "additive":
-        return None
+        return ""
+    kernel = mha.attention.resolved_kernel(device)
+    if kernel != "chunked":
+        return kernel
     A = args.num_hiddens // args.heads
     queries, keys = (torch.empty(args.batch, args.heads, n, A, device="meta")
                      for n in (args.queries, args.keys))  # projected (B, H, Q|K, A)
-    return mha.attention.chunk_size(queries, keys)
+    chunk = mha.attention.chunk_size(queries, keys)
+    return "chunked" + (f", {chunk} queries/chunk" if chunk is not None else ", all at once")
 
 
 def benchmark(args, device: torch.device) -> list[dict]:
     inputs = make_inputs(args, device)
     layers = {v: build(v, args, device) for v in args.variants}
-    steps = {v: make_step(mha, inputs) for v, mha in layers.items()}
-    for clear, step in steps.values():
-        for _ in range(args.warmup):
+    steps = {v: make_step(mha, inputs, args.dtype) for v, mha in layers.items()}
+    first_step = {}
+    for variant, (clear, step) in steps.items():
+        for i in range(max(1, args.warmup)):
             clear()
+            _sync(device)
+            start = time.perf_counter()
             step()
+            _sync(device)
+            if i == 0:
+                first_step[variant] = time.perf_counter() - start
     times, cpu_times = {v: [] for v in steps}, {v: [] for v in steps}
     for _ in range(args.repeats):
         for variant, (clear, step) in steps.items():
@@ -225,7 +252,8 @@ def benchmark(args, device: torch.device) -> list[dict]:
                      "cpu_time_vs_dot": round(statistics.median(cpu_times[variant])
                                               / statistics.median(cpu_times[REFERENCE]), 2),
                      "memory_vs_dot": round(peaks[variant] / peaks[REFERENCE], 2),
-                     "queries_per_chunk": queries_per_chunk(layers[variant], args),
+                     "kernel": kernel_name(layers[variant], args, device),
+                     "first_step_s": round(first_step[variant], 2), "dtype": args.dtype,
                      "batch": args.batch, "queries": args.queries, "keys": args.keys,
                      "num_hiddens": args.num_hiddens, "heads": args.heads,
                      "ragged": args.ragged, "repeats": args.repeats,
@@ -237,16 +265,16 @@ def print_table(rows: list[dict], args) -> None:
     print(f"# MultiHeadAttention fwd+bwd, B={args.batch}, Q={args.queries}, K={args.keys}, "
           f"D={args.num_hiddens}, H={args.heads} (additive hidden size "
           f"{args.num_hiddens // args.heads}), {'ragged' if args.ragged else 'no'} padding, "
-          f"float32, median of {args.repeats}, torch {torch.__version__}")
+          f"{'bf16 autocast' if args.dtype == 'bf16' else 'float32'}, median of {args.repeats}, "
+          f"torch {torch.__version__}")
     print("| device | variant | ms per fwd+bwd | time vs dot | CPU ms | CPU time vs dot "
-          "| peak memory MiB | memory vs dot |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| peak memory MiB | memory vs dot | first step s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        chunk = (f" ({r['queries_per_chunk']} queries/chunk)"
-                 if r["queries_per_chunk"] is not None else "")
-        print(f"| {r['device']} | {r['variant']}{chunk} | {r['ms']:.1f} | "
+        kernel = f" ({r['kernel']})" if r["kernel"] else ""
+        print(f"| {r['device']} | {r['variant']}{kernel} | {r['ms']:.1f} | "
               f"{r['time_vs_dot']:.2f}× | {r['cpu_ms']:.0f} | {r['cpu_time_vs_dot']:.2f}× | "
-              f"{r['peak_mib']:.1f} | {r['memory_vs_dot']:.2f}× |")
+              f"{r['peak_mib']:.1f} | {r['memory_vs_dot']:.2f}× | {r['first_step_s']:.2f} |")
 
 
 def main(argv=None) -> list[dict]:

@@ -293,13 +293,15 @@ def make_datamodule(run: dict):
     return TranslationDataModule(**run["data"])
 
 
-def make_module(run: dict, reference: bool = False, copy_from=None):
+def make_module(run: dict, reference: bool = False, copy_from=None, attention: str | None = None):
     """A ``TranslationModule`` from the YAML's ``model`` block; with ``reference``,
     its network replaced by a :class:`ReferenceTransformer` (weights copied from
-    ``copy_from`` when given)."""
+    ``copy_from`` when given); ``attention`` overrides ``model.config.attention``."""
     from training.module import TranslationModule
     kwargs = {k: v for k, v in run["model"].items() if k != "config"}
     config = dict(run["model"]["config"])
+    if attention is not None:
+        config["attention"] = attention
     if config.get("arch", "transformer") != "transformer":
         raise ValueError(f"model.config.arch={config['arch']!r}: this benchmark compares "
                          f"Transformers; use a Transformer config")
@@ -459,6 +461,9 @@ def parse_args(argv=None):
                    help="CPU threads (torch.set_num_threads; default: torch's choice)")
     p.add_argument("--compile", action="store_true",
                    help="also measure torch.compile of both networks")
+    p.add_argument("--additive", action="store_true",
+                   help="also measure our Transformer with attention: additive (same config "
+                        "otherwise; fused additive kernel where it compiles)")
     p.add_argument("--no-fit", action="store_true", help="skip the Trainer.fit row")
     p.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -520,8 +525,11 @@ def main(argv=None) -> dict:
         ref_c = make_module(run, reference=True, copy_from=ours_c.model)
         contestants += [BareStep("ours compiled", ours_c, device, precision, clip, True),
                         BareStep("reference compiled", ref_c, device, precision, clip, True)]
-    for c in contestants:  # warm-up (and compilation)
-        c.run(warmup_batches + (timed if "compiled" in c.name else []))
+    if args.additive:
+        contestants.append(BareStep("ours, additive", make_module(run, attention="additive"),
+                                    device, precision, clip, False))
+    for c in contestants:  # warm-up (and compilation; the fused additive kernel compiles too)
+        c.run(warmup_batches + (timed if "compiled" in c.name or "additive" in c.name else []))
     if not args.no_fit:
         contestants.append(FitLoop("ours, Trainer.fit", run, datamodule, device, precision,
                                    clip, args.warmup, batches))
@@ -568,6 +576,8 @@ def main(argv=None) -> dict:
                                                  "tokens_per_s"),
                                            ratio("reference compiled", "reference",
                                                  "memory_mib")),
+        "ours, additive / ours": (ratio("ours, additive", "ours", "tokens_per_s"),
+                                  ratio("ours, additive", "ours", "memory_mib")),
         "Trainer.fit / bare step (ours)": (ratio("ours, Trainer.fit", "ours", "tokens_per_s"),
                                            None),
     }

@@ -2,7 +2,8 @@
 
 References: per-row ``torch.softmax`` over the valid prefix (masked_softmax),
 ``F.scaled_dot_product_attention`` (DotProductAttention), a naive loop over
-``w_v^T tanh(W_q q + W_k k)`` and the unchunked formula (AdditiveAttention),
+``w_v^T tanh(W_q q + W_k k)`` and the unchunked formula (AdditiveAttention and
+its chunked and fused kernels),
 ``nn.MultiheadAttention`` with copied weights and a loop over heads
 (MultiHeadAttention),
 ``torch.autograd.gradcheck`` in float64, and the padding / causality
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shutil
 
 import pytest
 import torch
@@ -21,9 +23,10 @@ from torch import nn
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
-from model.attention import (SCORING_FUNCTIONS, AdditiveAttention, DotProductAttention,
-                             MultiHeadAttention, _ChunkedAdditiveScores, _naive_additive_scores,
-                             causal_valid_lens, masked_softmax, valid_mask)
+from model.attention import (ADDITIVE_KERNELS, SCORING_FUNCTIONS, AdditiveAttention,
+                             DotProductAttention, MultiHeadAttention, _ChunkedAdditiveScores,
+                             _naive_additive_scores, causal_valid_lens, fused_additive_available,
+                             fused_additive_scores, masked_softmax, valid_mask)
 
 B, H, Q, K = 3, 2, 4, 6  # batch, heads, queries, keys
 
@@ -294,8 +297,9 @@ A = 7  # additive hidden size in the chunked tests
 def chunked_and_naive(chunk_size: int, ndim: int):
     """Two AdditiveAttention with the same weights: one computing ``chunk_size``
     queries at a time (its budget set to that many queries), one unchunked."""
-    naive = AdditiveAttention(A, 0.0, key_size=5, query_size=5, chunk_elements=None)
+    naive = AdditiveAttention(A, 0.0, key_size=5, query_size=5, kernel="naive")
     chunked = copy.deepcopy(naive)
+    chunked.kernel = "chunked"
     lead = B if ndim == 3 else B * H
     chunked.chunk_elements = chunk_size * lead * K * A  # elements of (B, [H,] c, K, A)
     return chunked, naive
@@ -332,7 +336,7 @@ def test_additive_chunked_equals_naive_values_and_gradients(pattern, ndim, chunk
 
 @pytest.mark.parametrize("chunk_size", [1, 2])  # Q=3: 2 leaves 1
 def test_additive_chunked_gradcheck_float64(chunk_size):
-    attention = AdditiveAttention(4, 0.0, key_size=3, query_size=2, chunk_elements=None).double()
+    attention = AdditiveAttention(4, 0.0, key_size=3, query_size=2, kernel="chunked").double()
     q = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
@@ -356,16 +360,31 @@ def test_additive_chunked_scores_broadcast_like_naive():
         assert_close(ours, ref)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3])
-def test_additive_chunked_under_bf16_autocast(chunk_size):
-    """Training runs forward under bf16 autocast, backward outside it: same
-    result as naive within bf16 precision, gradients in the parameters' dtype."""
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+    reason="the fused additive kernel compiles C++ with Inductor; no C++ compiler here")
+
+
+def fused_and_naive(ndim: int = 4, dtype=torch.float32):
+    """Two AdditiveAttention with the same weights: the fused kernel and the formula."""
+    naive = AdditiveAttention(A, 0.0, key_size=5, query_size=5, kernel="naive").to(dtype)
+    fused = copy.deepcopy(naive)
+    fused.kernel = "fused"
+    return fused, naive
+
+
+@pytest.mark.parametrize("kernel", ["chunked1", "chunked3", pytest.param("fused", marks=needs_compiler)])
+def test_additive_kernels_under_bf16_autocast(kernel):
+    """Training runs forward under bf16 autocast, backward outside it: the
+    chunked (1 or 3 queries at a time) and fused kernels give the formula's
+    result within bf16 precision, gradients in the parameters' dtype."""
     q, k, v = qkv(4)
     grad_out = torch.randn(B, H, Q, 3)
     results = []
-    for attention in chunked_and_naive(chunk_size, 4):
+    pair = fused_and_naive(4) if kernel == "fused" else chunked_and_naive(int(kernel[-1]), 4)
+    for attention in pair:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = attention(q, k, v, lens_of("ragged"))
+            out = attention(q, k, v, lens_of("per_query"))
         out.backward(grad_out.to(out.dtype))
         results.append((out, {name: p.grad for name, p in attention.named_parameters()}))
     (out, grads), (ref_out, ref_grads) = results
@@ -402,6 +421,131 @@ def test_additive_chunk_size_from_budget():
     assert attention.chunk_size(q, k) == 1
     attention.chunk_elements = None
     assert attention.chunk_size(q, k) is None
+
+
+# ---------------------------------------------------------------- AdditiveAttention: fused
+
+@needs_compiler
+def test_fused_additive_compiles_here():
+    """With a C++ compiler, ``kernel="auto"`` picks the fused kernel on CPU."""
+    assert fused_additive_available("cpu")
+    assert AdditiveAttention(4, 0.0).resolved_kernel("cpu") == "fused"
+
+
+@needs_compiler
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("pattern", list(PADDING))
+def test_additive_fused_equals_naive_values_and_gradients(pattern, ndim):
+    q, k, v = qkv(ndim)
+    valid_lens = lens_of(pattern)
+    fused, naive = fused_and_naive(ndim)
+    grad_out = torch.randn(*q.shape[:-1], v.shape[-1])
+    out, weights, grads = forward_backward(fused, q, k, v, valid_lens, grad_out)
+    ref_out, ref_weights, ref_grads = forward_backward(naive, q, k, v, valid_lens, grad_out)
+    assert_close(out, ref_out)
+    assert_close(weights, ref_weights)  # attention weights stay available for plots
+    assert grads.keys() == ref_grads.keys() and len(grads) == 6  # q, k, v, W_k, W_q, w_v
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], msg=lambda m: f"gradient of {name}: {m}")
+
+
+@needs_compiler
+@pytest.mark.parametrize("lens", [(1, 6), (6, 6), (5, 1), (9, 2)], ids=lambda n: f"Q{n[0]}K{n[1]}")
+def test_additive_fused_every_length(lens):
+    """One compilation with dynamic shapes serves other lengths (incl. Q == K and
+    the length-1 queries of incremental decoding) with the right values."""
+    Q_, K_ = lens
+    q, k = torch.randn(B, H, Q_, A, requires_grad=True), torch.randn(B, H, K_, A)
+    w = torch.randn(A, requires_grad=True)
+    scores = fused_additive_scores(q, k, w)
+    assert scores.shape == (B, H, Q_, K_)
+    assert_close(scores, _naive_additive_scores(q, k, w))
+    grad = torch.randn_like(scores)
+    ours = torch.autograd.grad(scores, (q, w), grad)
+    ref = torch.autograd.grad(_naive_additive_scores(q, k, w), (q, w), grad)
+    for a, b in zip(ours, ref):
+        assert_close(a, b)
+
+
+@needs_compiler
+def test_additive_fused_gradcheck_float64():
+    fused, _ = fused_and_naive(3, torch.float64)
+    q = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert gradcheck_module(fused, (q, k, v), None)
+    assert gradcheck_module(fused, (q, k, v), torch.tensor([4, 2]))
+    assert gradcheck_module(fused, (q, k, v), torch.tensor([[1, 2, 3], [0, 4, 1]]))
+
+
+@needs_compiler
+def test_additive_fused_scores_broadcast_and_saturate():
+    """Leading dimensions that broadcast; hidden values large enough that
+    ``exp(2x)`` overflows (tanh = +-1, derivative 0, no NaN)."""
+    q = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)  # (B, 1, Q, A)
+    k = torch.randn(1, 3, 5, 4, dtype=torch.float64, requires_grad=True)  # (1, H, K, A)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)  # (A,)
+    assert gradcheck(fused_additive_scores, (q, k, w))
+    big = (q.detach() * 300).requires_grad_()  # |q + k| up to ~1000: exp(2x) is inf
+    grad = torch.randn(2, 3, 3, 5, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        args = [t.detach().to(dtype).requires_grad_() for t in (big, k, w)]
+        ours = fused_additive_scores(*args)
+        ref = _naive_additive_scores(*args)
+        assert torch.isfinite(ours).all()
+        assert_close(ours, ref)
+        for a, b in zip(torch.autograd.grad(ours, args, grad.to(dtype)),
+                        torch.autograd.grad(ref, args, grad.to(dtype))):
+            assert torch.isfinite(a).all()
+            assert_close(a, b)
+
+
+@needs_compiler
+def test_additive_fused_saves_no_hidden_tensor():
+    q, k, v = qkv(4)
+    fused, _ = fused_and_naive(4)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
+                                                  lambda t: t):
+        fused(q.requires_grad_(), k, v, lens_of("ragged"))
+    assert max(saved) < B * H * Q * K * A
+    assert max(saved) == max(B * H * Q * K, B * H * K * A)  # weights or projected keys
+
+
+def test_additive_auto_falls_back_to_chunked(monkeypatch):
+    """Where torch.compile fails, ``kernel="auto"`` warns once and computes with the
+    chunked kernel (same values as the formula)."""
+    import model.attention as attention_module
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(attention_module, "_FUSED_PROBES", {})
+    monkeypatch.setattr(attention_module, "fused_additive_scores", broken)
+    with pytest.warns(RuntimeWarning, match="unavailable on cpu .*no C\\+\\+ compiler.*chunked"):
+        assert not fused_additive_available("cpu")
+    auto, naive = fused_and_naive(4)
+    auto.kernel = "auto"
+    assert auto.resolved_kernel("cpu") == "chunked"
+    q, k, v = qkv(4)
+    assert_close(auto(q, k, v, lens_of("ragged")), naive(q, k, v, lens_of("ragged")))
+
+
+def test_additive_unknown_kernel():
+    attention = AdditiveAttention(4, 0.0, kernel="flash")
+    with pytest.raises(ValueError, match=r"kernel='flash' is unknown; use one of"):
+        attention(*qkv(3))
+    assert set(ADDITIVE_KERNELS) == {"auto", "fused", "chunked", "naive"}
+
+
+@pytest.mark.parametrize("kernel", ["naive", "chunked", "auto"])
+def test_additive_projected_keys(kernel):
+    """Keys projected once with ``project_keys`` give the same output."""
+    q, k, v = qkv(4)
+    attention = AdditiveAttention(A, 0.0, key_size=5, query_size=5, kernel=kernel)
+    expected = attention(q, k, v, lens_of("ragged"))
+    assert_close(attention(q, None, v, lens_of("ragged"),
+                           projected_keys=attention.project_keys(k)), expected)
 
 
 # ---------------------------------------------------------------- MultiHeadAttention

@@ -168,9 +168,28 @@ def test_cache_reorder_selects_rows():
     assert isinstance(cache, RNNDecoderCache) and cache.hidden is None and cache.length == 0
     cache.reorder(torch.tensor([0, 0]))  # empty cache: nothing to reorder
     model.decode(random_tokens(4, 2), enc, SRC_VALID_LEN, cache)
-    before, index = cache.hidden.clone(), torch.tensor([2, 0, 0, 3])
+    before, keys, index = cache.hidden.clone(), cache.keys.clone(), torch.tensor([2, 0, 0, 3])
     cache.reorder(index)
     assert torch.equal(cache.hidden, before[:, index])
+    assert torch.equal(cache.keys, keys[index])
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["prefix", "cached"])
+def test_decoder_projects_encoder_keys_once(cached):
+    """``W_k enc_outputs`` is computed once per sentence: once for a whole prefix,
+    once for all the steps of an incremental decoding, not once per step."""
+    model = make_model()
+    enc = model.encode(padded_source(), SRC_VALID_LEN)
+    calls = []
+    model.decoder.attention.W_k.register_forward_hook(lambda *args: calls.append(1))
+    tgt = random_tokens(4, 5)
+    if cached:
+        cache = model.init_cache()
+        for t in range(5):
+            model.decode(tgt[:, t:t + 1], enc, SRC_VALID_LEN, cache)
+    else:
+        model.decode(tgt, enc, SRC_VALID_LEN)
+    assert len(calls) == 1
 
 
 def test_attention_weights_kept_on_request():
