@@ -3,8 +3,9 @@
 Names and signatures follow the attention chapter of d2l.ai.
 """
 
-from .attention import (AdditiveAttention, DotProductAttention, MultiHeadAttention,
-                        causal_valid_lens, masked_softmax, valid_mask)
+from .attention import (AdditiveAttention, AttentionPooling, DotProductAttention,
+                        MultiHeadAttention, TanhAttention, attention_pool, causal_valid_lens,
+                        masked_softmax, valid_mask)
 from .build import build_model, config_from_dict
 from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
@@ -23,5 +24,5 @@ __all__ = [
     "TransformerDecoder", "DecoderCache", "TransformerConfig", "Transformer", "greedy_decode",
     "RNNConfig", "RNNEncoderDecoder", "build_model", "config_from_dict", "EncoderDecoder",
     "beam_search", "BeamSearchOutput", "length_penalty", "nadaraya_watson",
-    "NWKernelRegression", "leave_one_out",
+    "NWKernelRegression", "leave_one_out", "attention_pool", "AttentionPooling", "TanhAttention",
 ]
