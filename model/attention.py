@@ -329,23 +329,28 @@ def _sech2_by_exp(hidden: torch.Tensor) -> torch.Tensor:
     return 4 * _reciprocal_exp(hidden) * (1 - _reciprocal_exp(hidden))
 
 
+def _hidden(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``q_i + k_j`` ``(N, Q, K, A)`` in float32 (float64 for float64 inputs); in the
+    compiled kernels an expression inside their loops, never stored."""
+    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    return queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)
+
+
 def _additive_scores_kernel(queries: torch.Tensor, keys: torch.Tensor,
                             w_v: torch.Tensor) -> torch.Tensor:
     """Scores ``w_v . tanh(q_i + k_j)`` of projected ``queries`` ``(N, Q, A)`` and
     ``keys`` ``(N, K, A)`` (one dtype) with ``w_v`` ``(A,)`` -> ``(N, Q, K)``, float32
     (float64 for float64 inputs)."""
-    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
-    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
-    return (_tanh_by_exp(hidden) * w_v.to(acc)).sum(-1)  # (N, Q, K)
+    hidden = _hidden(queries, keys)  # (N, Q, K, A)
+    return (_tanh_by_exp(hidden) * w_v.to(hidden.dtype)).sum(-1)  # (N, Q, K)
 
 
 def _additive_query_grads_kernel(queries: torch.Tensor, keys: torch.Tensor,
                                  grad_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sums over keys, in one loop: ``sum_j g_ij (1 - tanh^2(q_i + k_j))`` and
     ``sum_j g_ij tanh(q_i + k_j)``, each ``(N, Q, A)``, for ``grad_scores`` ``g`` ``(N, Q, K)``."""
-    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
-    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
-    grad = grad_scores.to(acc).unsqueeze(-1)  # (N, Q, K, 1)
+    hidden = _hidden(queries, keys)  # (N, Q, K, A)
+    grad = grad_scores.to(hidden.dtype).unsqueeze(-1)  # (N, Q, K, 1)
     return ((grad * _sech2_by_exp(hidden)).sum(-2),  # (N, Q, A)
             (grad * _tanh_by_exp(hidden)).sum(-2))  # (N, Q, A)
 
@@ -353,9 +358,8 @@ def _additive_query_grads_kernel(queries: torch.Tensor, keys: torch.Tensor,
 def _additive_key_grads_kernel(queries: torch.Tensor, keys: torch.Tensor,
                                grad_scores: torch.Tensor) -> torch.Tensor:
     """``sum_i g_ij (1 - tanh^2(q_i + k_j))`` ``(N, K, A)`` for ``g`` ``(N, Q, K)``."""
-    acc = torch.float64 if queries.dtype == torch.float64 else torch.float32
-    hidden = queries.to(acc).unsqueeze(-2) + keys.to(acc).unsqueeze(-3)  # (N, Q, K, A), not stored
-    grad = grad_scores.to(acc).unsqueeze(-1)  # (N, Q, K, 1)
+    hidden = _hidden(queries, keys)  # (N, Q, K, A)
+    grad = grad_scores.to(hidden.dtype).unsqueeze(-1)  # (N, Q, K, 1)
     return (grad * _sech2_by_exp(hidden)).sum(-3)  # (N, K, A)
 
 
@@ -773,8 +777,9 @@ class AttentionPooling(nn.Module):
     Each vector is scored against a query with the project's scoring
     (``"dot"``: :class:`DotProductAttention`, ``"additive"``:
     :class:`AdditiveAttention`), the scores go through :func:`masked_softmax`
-    over ``valid_lens``, and the result is the weighted sum
-    (:func:`attention_pool`). Without a query a learned query vector is used
+    over ``valid_lens``, and the result is their weighted sum (what
+    :func:`attention_pool` computes, here inside the scoring module). Without
+    a query a learned query vector is used
     (one per module, as in attention-based sentence encoders).
 
     Args:

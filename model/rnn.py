@@ -245,7 +245,7 @@ class Seq2SeqAttentionDecoder(nn.Module):
             state = self.begin_state(enc_outputs, valid_lens)
         state = state.to(dtype)  # (L, B, D)
         # W_k enc_outputs once per sentence (and once per decoding with a cache), not per step.
-        keys = cache.keys if cache is not None and cache.keys is not None else None
+        keys = cache.keys if cache is not None else None
         if keys is None:
             keys = self.attention.project_keys(enc_outputs)  # (B, S, D)
             if cache is not None:

@@ -365,7 +365,7 @@ needs_compiler = pytest.mark.skipif(
     reason="the fused additive kernel compiles C++ with Inductor; no C++ compiler here")
 
 
-def fused_and_naive(ndim: int = 4, dtype=torch.float32):
+def fused_and_naive(dtype=torch.float32):
     """Two AdditiveAttention with the same weights: the fused kernel and the formula."""
     naive = AdditiveAttention(A, 0.0, key_size=5, query_size=5, kernel="naive").to(dtype)
     fused = copy.deepcopy(naive)
@@ -381,7 +381,7 @@ def test_additive_kernels_under_bf16_autocast(kernel):
     q, k, v = qkv(4)
     grad_out = torch.randn(B, H, Q, 3)
     results = []
-    pair = fused_and_naive(4) if kernel == "fused" else chunked_and_naive(int(kernel[-1]), 4)
+    pair = fused_and_naive() if kernel == "fused" else chunked_and_naive(int(kernel[-1]), 4)
     for attention in pair:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = attention(q, k, v, lens_of("per_query"))
@@ -438,7 +438,7 @@ def test_fused_additive_compiles_here():
 def test_additive_fused_equals_naive_values_and_gradients(pattern, ndim):
     q, k, v = qkv(ndim)
     valid_lens = lens_of(pattern)
-    fused, naive = fused_and_naive(ndim)
+    fused, naive = fused_and_naive()
     grad_out = torch.randn(*q.shape[:-1], v.shape[-1])
     out, weights, grads = forward_backward(fused, q, k, v, valid_lens, grad_out)
     ref_out, ref_weights, ref_grads = forward_backward(naive, q, k, v, valid_lens, grad_out)
@@ -469,7 +469,7 @@ def test_additive_fused_every_length(lens):
 
 @needs_compiler
 def test_additive_fused_gradcheck_float64():
-    fused, _ = fused_and_naive(3, torch.float64)
+    fused, _ = fused_and_naive(torch.float64)
     q = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
@@ -503,7 +503,7 @@ def test_additive_fused_scores_broadcast_and_saturate():
 @needs_compiler
 def test_additive_fused_saves_no_hidden_tensor():
     q, k, v = qkv(4)
-    fused, _ = fused_and_naive(4)
+    fused, _ = fused_and_naive()
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
                                                   lambda t: t):
@@ -524,7 +524,7 @@ def test_additive_auto_falls_back_to_chunked(monkeypatch):
     monkeypatch.setattr(attention_module, "fused_additive_scores", broken)
     with pytest.warns(RuntimeWarning, match="unavailable on cpu .*no C\\+\\+ compiler.*chunked"):
         assert not fused_additive_available("cpu")
-    auto, naive = fused_and_naive(4)
+    auto, naive = fused_and_naive()
     auto.kernel = "auto"
     assert auto.resolved_kernel("cpu") == "chunked"
     q, k, v = qkv(4)
