@@ -172,6 +172,9 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
             The file is scanned for it only after ``datasets`` failed to
             decode it, so reading a good file costs nothing extra.
     """
+    if _is_empty(path):
+        raise CorpusError(f"{name or path} is empty (no lines); a corpus file holds one "
+                          f"sentence per line: fill it, or point the config at another corpus")
     try:
         return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
                                      cache_dir=cache_dir, keep_linebreaks=False)
@@ -186,6 +189,24 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
             error = CorpusError(f"{name or path} could not be decoded as UTF-8 ({cause}); "
                                 f"corpus files must be UTF-8")
         raise error from err
+
+
+def _is_empty(path: str | os.PathLike) -> bool:
+    """Whether a plain or gzip file holds no bytes of text."""
+    if os.path.getsize(path) == 0:
+        return True
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            return f.read(1) == b""
+    return False
+
+
+def looks_like_local_path(source: str) -> bool:
+    """Whether a ``data.source`` value names a local path rather than a hub id
+    (``name`` or ``owner/name``): absolute, ``./``, ``../``, ``~``, a Windows
+    drive, or more than one ``/``."""
+    return (os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+            or (len(source) > 1 and source[1] == ":"))
 
 
 def _drop_empty(ds: datasets.Dataset, split: str) -> datasets.Dataset:
@@ -252,6 +273,12 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
             ds = src_ds.rename_column("text", "src").add_column("tgt", tgt_ds["text"])
             out[name] = _drop_empty(ds, corpus_split)
         return datasets.DatasetDict(out)
+    if looks_like_local_path(str(source)):
+        parent = Path(source).expanduser().parent
+        raise CorpusError(
+            f"data.source={source}: no such directory or file (a path, not a hub dataset id); "
+            f"point it at a directory of {{split}}.{{lang}}[.gz] files"
+            + (f" ({parent} exists)" if parent.is_dir() else ""))
     return _load_hub_corpus(str(source), src_lang, tgt_lang, splits, cache_dir, hub_config)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from .batching import ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler, collate_batch
-from .corpus import find_split_file, load_parallel_corpus
+from .corpus import CorpusError, find_split_file, load_parallel_corpus
 from .tatoeba import GroupedSplit
 from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
@@ -45,6 +45,36 @@ def _pack(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def _check_settings(max_len: int, max_tokens: int, eval_max_tokens: int, vocab_size: int,
+                    num_workers: int, valid_size: int, test_size: int,
+                    spm_model_type: str) -> None:
+    """One clear error for a data setting that cannot work, before any work starts.
+
+    Raises:
+        data.corpus.CorpusError: naming the ``data.*`` key, its value and the fix.
+    """
+    if max_len < 2:
+        raise CorpusError(f"data.max_len={max_len} must be at least 2 (one token plus EOS)")
+    for key, value in (("max_tokens", max_tokens), ("eval_max_tokens", eval_max_tokens)):
+        if value < max_len:
+            raise CorpusError(
+                f"data.{key}={value} is smaller than data.max_len={max_len}: a batch must hold "
+                f"the longest pair; set data.{key} to at least {max_len} (e.g. 4096) or lower "
+                f"data.max_len")
+    if vocab_size < 5:
+        raise CorpusError(f"data.vocab_size={vocab_size} must be at least 5 (4 special pieces "
+                          f"and one more); e.g. 8000")
+    if spm_model_type not in ("unigram", "bpe"):
+        raise CorpusError(f"data.spm_model_type={spm_model_type!r} is unknown; use unigram or bpe")
+    if num_workers < 0:
+        raise CorpusError(f"data.num_workers={num_workers} must be 0 (load in the main process) "
+                          f"or more")
+    for key, value in (("valid_size", valid_size), ("test_size", test_size)):
+        if value < 1:
+            raise CorpusError(f"data.{key}={value} must be at least 1 (sentences held out of a "
+                              f"Tatoeba zip)")
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -96,6 +126,9 @@ class TranslationDataModule(L.LightningDataModule):
                  max_tokens: int = 4096, eval_max_tokens: int = 8192,
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0):
         super().__init__()
+        _check_settings(max_len=max_len, max_tokens=max_tokens, eval_max_tokens=eval_max_tokens,
+                        vocab_size=vocab_size, num_workers=num_workers, valid_size=valid_size,
+                        test_size=test_size, spm_model_type=spm_model_type)
         self.save_hyperparameters()
         self.source, self.src_lang, self.tgt_lang = source, src_lang, tgt_lang
         self.splits = {"train": train_split, "valid": valid_split, "test": test_split}

@@ -1,13 +1,21 @@
-"""Decoding speed: greedy and beam search, with and without the key/value cache.
+"""Decoding speed: greedy and beam search, with and without the key/value cache,
+and the same model exported to CTranslate2 (float32 and int8).
 
     python scripts/benchmark_decode.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt
+    python scripts/benchmark_decode.py --ckpt RUN.ckpt --ctranslate2 --threads 2
 
 Decodes the test split (``test_2016_flickr`` by default) with every
 combination of ``--beams`` and cached/uncached decoding in one process, and
 prints sentences/second, output tokens/second, the speed-up of the cache
 (cached / uncached, measured in the same run) and whether both produced
-identical output. Each configuration is timed ``--repeats`` times after one
-warm-up batch; the median is reported.
+identical output, and cased sacreBLEU against the references. With
+``--ctranslate2`` the checkpoint is exported to a temporary CTranslate2 model
+(float32; or pass an exported directory, ``--ctranslate2 DIR``) and decoded
+with every ``--compute-types`` entry on ``--threads`` CPU threads (one
+translator, default ``torch.get_num_threads()``), in the same process: its
+rows give the speed-up over our cached decoding of the same beam and the
+share of sentences whose output equals ours. Each configuration is timed
+``--repeats`` times after one warm-up batch; the median is reported.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from training.checkpoint import load_translator  # noqa: E402
-from training.evaluation import decode_batch, source_batches, translate_batches  # noqa: E402
+from training.evaluation import (corpus_scores, decode_batch, source_batches,  # noqa: E402
+                                 translate_batches)
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
 
@@ -41,7 +51,19 @@ def parse_args(argv=None):
     p.add_argument("--max-tokens", type=int, default=8192, help="batch budget in source tokens")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--cached-only", action="store_true",
+                   help="skip the (slow) uncached runs of our decoding")
+    p.add_argument("--ctranslate2", nargs="?", const="export", default=None, metavar="DIR",
+                   help="also decode with CTranslate2: a model directory, or (no value) a "
+                        "temporary float32 export of --ckpt")
+    p.add_argument("--compute-types", default="float32,int8",
+                   help="CTranslate2 compute types, comma-separated")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CTranslate2 CPU threads (default: torch.get_num_threads())")
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    return args
 
 
 def _sync(device: str) -> None:
@@ -49,60 +71,114 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _timed(run, repeats: int, device: str):
+    """Median seconds of ``repeats`` calls of ``run()`` and its last result."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        result = run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _row(decoding: str, engine: str, hyps, seconds: float, references, device_name: str) -> dict:
+    tokens = sum(len(nbest[0].ids) for nbest in hyps)
+    return {"decoding": decoding, "engine": engine, "sentences": len(hyps),
+            "seconds": round(seconds, 3), "sentences_per_s": round(len(hyps) / seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1),
+            "bleu": round(corpus_scores([n[0].text for n in hyps], references)["bleu"], 2),
+            "device": device_name}
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     tune_cpu_allocator()
-    translator = load_translator(args.ckpt, args.device)
-    sources, _, read = translator.load_split(args.split, args.data)
+    translator = load_translator(args.ckpt, args.device, engine="pytorch")
+    sources, references, read = translator.load_split(args.split, args.data)
     split = read["split"]
-    sources = sources[: args.limit]
+    sources, references = sources[: args.limit], references[: args.limit]
     loader, _ = source_batches(translator.tokenizer, sources, translator.model.config.max_len,
                                args.max_tokens)
     batches = list(loader)
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else f"{platform.processor() or platform.machine()} CPU, "
                         f"{torch.get_num_threads()} threads")
-    rows = []
-    for beam in [int(b) for b in args.beams.split(",")]:
+    beams = [int(b) for b in args.beams.split(",")]
+    rows, ours = [], {}
+    for beam in beams:
         outputs = {}
-        for use_cache in (True, False):
+        for use_cache in (True,) if args.cached_only else (True, False):
             decoding = translator.decoding(beam_size=beam, use_cache=use_cache)
             with torch.no_grad():  # warm-up on the first batch (not timed)
                 for batch in batches[:1]:
                     decode_batch(translator.model, translator.tokenizer,
                                  {k: v.to(args.device) for k, v in batch.items()}, decoding)
-            times = []
-            for _ in range(args.repeats):
-                _sync(args.device)
-                start = time.perf_counter()
-                hyps = translate_batches(translator.model, translator.tokenizer, batches,
-                                         len(sources), args.device, decoding)
-                _sync(args.device)
-                times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            tokens = sum(len(nbest[0].ids) for nbest in hyps)
+            seconds, hyps = _timed(lambda: translate_batches(
+                translator.model, translator.tokenizer, batches, len(sources), args.device,
+                decoding), args.repeats, args.device)
             outputs[use_cache] = [nbest[0].ids for nbest in hyps]
-            rows.append({"decoding": "greedy" if beam == 1 else f"beam {beam}",
-                         "cache": use_cache, "sentences": len(sources),
-                         "seconds": round(seconds, 3),
-                         "sentences_per_s": round(len(sources) / seconds, 1),
-                         "tokens_per_s": round(tokens / seconds, 1), "device": device_name})
-        cached, uncached = rows[-2], rows[-1]
-        cached["speedup_vs_uncached"] = round(uncached["seconds"] / cached["seconds"], 2)
-        cached["identical_output"] = outputs[True] == outputs[False]
+            row = _row(decoding.describe(), "ours", hyps, seconds, references, device_name)
+            rows.append({**row, "cache": use_cache})
+        if not args.cached_only:
+            cached, uncached = rows[-2], rows[-1]
+            cached["speedup_vs_uncached"] = round(uncached["seconds"] / cached["seconds"], 2)
+            cached["identical_output"] = outputs[True] == outputs[False]
+        ours[beam] = (rows[-1] if args.cached_only else rows[-2], outputs[True])
+    if args.ctranslate2:
+        rows += ctranslate2_rows(args, translator, sources, references, beams, ours)
 
     print(f"# decoding {len(sources)} sentences of {split} on {device_name}, "
           f"checkpoint {args.ckpt}")
-    print("| decoding | cache | seconds | sentences/s | output tokens/s | cached/uncached speed | identical output |")
-    print("|---|---|---|---|---|---|---|")
+    print("| decoding | engine | cache | seconds | sentences/s | output tokens/s | BLEU | "
+          "speed-up | identical output |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['decoding']} | {'yes' if r['cache'] else 'no'} | {r['seconds']:.1f} | "
-              f"{r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-              f"{str(r.get('speedup_vs_uncached', '')) + ('×' if 'speedup_vs_uncached' in r else '')} | "
-              f"{r.get('identical_output', '')} |")
+        if "speedup_vs_uncached" in r:
+            speed = f"{r['speedup_vs_uncached']}× vs uncached"
+        elif "speedup_vs_ours" in r:
+            speed = f"{r['speedup_vs_ours']}× vs ours (cached)"
+        else:
+            speed = ""
+        same = r.get("identical_output", r.get("same_as_ours", ""))
+        print(f"| {r['decoding']} | {r['engine']} | {'—' if 'cache' not in r else 'yes' if r['cache'] else 'no'} | "
+              f"{r['seconds']:.1f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{r['bleu']:.2f} | {speed} | {same} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+    return rows
+
+
+def ctranslate2_rows(args, translator, sources, references, beams, ours) -> list[dict]:
+    """Rows of the CTranslate2 model (exported here to a temporary directory
+    unless ``--ctranslate2 DIR``) for every compute type and beam."""
+    from training.ct2 import export_ctranslate2, load_ctranslate2
+
+    ids = translator.tokenizer.encode(sources)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.ctranslate2
+        if model_dir == "export":
+            model_dir = export_ctranslate2(translator, os.path.join(tmp, "ct2"), "float32",
+                                           where=args.ckpt)
+        threads = args.threads or torch.get_num_threads()
+        for compute_type in args.compute_types.split(","):
+            ct2 = load_ctranslate2(model_dir, args.device, compute_type, threads)
+            engine = f"CTranslate2 {ct2.engine.compute_type}, {threads} threads"
+            for beam in beams:
+                decoding = translator.decoding(beam_size=beam)
+                ct2.translate_ids(ids[:16], decoding, args.device, args.max_tokens)  # warm-up
+                seconds, hyps = _timed(lambda: ct2.translate_ids(
+                    ids, decoding, args.device, args.max_tokens), args.repeats, args.device)
+                row = _row(decoding.describe(), engine, hyps, seconds, references,
+                           ours[beam][0]["device"])
+                reference_row, reference_ids = ours[beam]
+                same = sum(n[0].ids == r for n, r in zip(hyps, reference_ids)) / len(hyps)
+                row.update(speedup_vs_ours=round(reference_row["seconds"] / seconds, 2),
+                           same_as_ours=f"{100 * same:.1f}% same as ours")
+                rows.append(row)
     return rows
 
 

@@ -88,7 +88,7 @@ from torch import nn  # noqa: E402
 from model.build import config_from_dict  # noqa: E402
 from model.config import TransformerConfig  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
-from training.runtime import tune_cpu_allocator  # noqa: E402
+from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 __all__ = ["ReferenceTransformer", "copy_weights", "training_matmul_flops", "main"]
 
@@ -490,8 +490,11 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    precision = args.precision or ("bf16" if str(run["trainer"].get("precision", "32")
-                                                 ).startswith("bf16") else "fp32")
+    # The config's precision as train.py would use it (bf16 -> fp32 on a CPU that emulates bf16);
+    # an explicit --precision is measured as asked.
+    configured = resolve_cpu_precision(run["trainer"].get("precision", "32"),
+                                       "cpu" if device.type == "cpu" else "gpu")
+    precision = args.precision or ("bf16" if str(configured).startswith("bf16") else "fp32")
     clip = run["trainer"].get("gradient_clip_val")
     torch.manual_seed(run["seed"])
     load_before = os.getloadavg()

@@ -9,7 +9,8 @@ Decodes the split in length-bucketed batches (greedy, or beam search with
 them, with the Multi30k papers' protocol (lowercased, Moses-normalized and
 -tokenized BLEU against the official ``*.lc.norm.tok.*`` references), and
 writes ``{split}.{tgt}.hyp`` and ``{split}.metrics.json`` to ``--out``
-(default: ``eval/`` beside the checkpoint).
+(default: ``eval/`` beside the checkpoint's folder; ``eval_<name>/`` beside
+a CTranslate2 model directory ``<name>``, which ``--ckpt`` also accepts).
 
 Choosing the checkpoint and decoding on the validation split, then testing:
 
@@ -32,14 +33,16 @@ import torch  # noqa: E402
 
 from data.corpus import CorpusError  # noqa: E402
 from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.evaluation import TOKENIZED_BLEU_NAME  # noqa: E402
+from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
+from training.evaluation import TOKENIZED_BLEU_NAME, DecodingError  # noqa: E402
 from training.selection import evaluate_translator, select_on_split  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, nargs="+",
-                   help="checkpoint written by scripts/train.py (several with --select-on)")
+    p.add_argument("--ckpt", "--model", dest="ckpt", required=True, nargs="+",
+                   help="checkpoint written by scripts/train.py, or a CTranslate2 model directory "
+                        "(scripts/export_ctranslate2.py); several with --select-on")
     p.add_argument("--data", default=None,
                    help="corpus directory or hub id (default: the one the model was trained on)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the test split)")
@@ -66,7 +69,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "'raw' forces the latter")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
+    add_engine_arguments(p)
+    args = p.parse_args(argv)
+    args.engine_options = engine_options(p, args)
+    for beam in args.beam or []:
+        if beam < 1:
+            p.error(f"--beam {beam} must be at least 1 (1 is greedy)")
+    for lenpen in args.lenpen or []:
+        if not lenpen >= 0:
+            p.error(f"--lenpen {lenpen} must be >= 0")
+    if args.max_tokens < 1:
+        p.error(f"--max-tokens {args.max_tokens} must be at least 1")
+    if args.select_on and args.select_on == args.split:
+        p.error(f"--select-on {args.select_on} is also the split to report (--split); choose on "
+                f"the validation split and report another")
+    if not args.select_on and (len(args.ckpt) > 1 or len(args.beam or []) > 1
+                               or len(args.lenpen or []) > 1):
+        p.error("several --ckpt, --beam or --lenpen values need --select-on SPLIT "
+                "(e.g. --select-on val)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -75,25 +96,20 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                      use_cache=not args.no_cache)
     ckpt, selection = args.ckpt[0], None
-    if args.select_on and args.select_on == args.split:
-        raise SystemExit(f"evaluate.py: error: --select-on {args.select_on} is also the split to "
-                         f"report (--split); choose on the validation split and report another")
     if args.select_on:
         ckpt, decoding, table = select_on_split(args.ckpt, args.beam or [None],
                                                 args.lenpen or [None], args.select_on,
-                                                args.device, **overrides)
+                                                args.device, load_options=args.engine_options,
+                                                **overrides)
         print(f"{args.select_on}: candidates (cased BLEU / papers' BLEU)")
         for row in table:
             print(f"  {row['checkpoint']}  {row['decoding']}: {row['bleu']:.2f} / "
                   f"{row['bleu_lc_norm_tok']:.2f}  ({row['decode_seconds']:.1f} s)")
         print(f"chosen on {args.select_on}: {ckpt}, {decoding.describe()}")
         selection = {"split": args.select_on, "candidates": table}
-        translator = load_translator(ckpt, args.device)
+        translator = load_translator(ckpt, args.device, **args.engine_options)
     else:
-        if len(args.ckpt) > 1 or len(args.beam or []) > 1 or len(args.lenpen or []) > 1:
-            raise SystemExit("evaluate.py: error: several --ckpt, --beam or --lenpen values "
-                             "need --select-on SPLIT (e.g. --select-on val)")
-        translator = load_translator(ckpt, args.device)
+        translator = load_translator(ckpt, args.device, **args.engine_options)
         decoding = translator.decoding(beam_size=(args.beam or [None])[0],
                                        alpha=(args.lenpen or [None])[0], **overrides)
     hyps, scores = evaluate_translator(translator, decoding, args.split, args.data,
@@ -104,7 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
         scores["selected_on"] = selection
     split, tgt_lang = scores["split"], scores["tgt_lang"]
 
-    out = Path(args.out) if args.out else Path(ckpt).parent.parent / "eval"
+    if args.out:
+        out = Path(args.out)
+    elif Path(ckpt).is_dir():  # a CTranslate2 model: eval_<name>/ beside it
+        out = Path(ckpt).parent / f"eval_{Path(ckpt).name}"
+    else:
+        out = Path(ckpt).parent.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     stem = split if decoding.beam_size == 1 else f"{split}.beam{decoding.beam_size}"
     hyp_path, metrics_path = out / f"{stem}.{tgt_lang}.hyp", out / f"{stem}.metrics.json"
@@ -115,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
             {"checkpoint": str(ckpt), "beam": decoding.beam_size, "lenpen": decoding.alpha,
              "metrics": str(metrics_path)}, indent=2) + "\n")
     print(f"{split} {scores['src_lang']}->{tgt_lang} ({len(hyps)} sentences, "
-          f"{scores['decoding']}, {scores['decode_seconds']:.1f} s on {args.device})")
+          f"{scores['decoding']}, {scores['decode_seconds']:.1f} s on {args.device}, "
+          f"{scores['engine']})")
     print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
     print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
     name = TOKENIZED_BLEU_NAME
@@ -129,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (CheckpointError, CorpusError) as err:
+    except (CheckpointError, CorpusError, DecodingError) as err:
         # A wrong file is the user's to fix: say what is wrong, without a traceback.
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         sys.exit(2)

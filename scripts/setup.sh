@@ -18,4 +18,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" -e ".[dev]"
-.venv/bin/python -c "import torch, lightning, sentencepiece, sacrebleu, datasets; print('torch', torch.__version__, '| lightning', lightning.__version__, '| cuda', torch.cuda.is_available())"
+.venv/bin/python -c "import torch, lightning, sentencepiece, sacrebleu, datasets, ctranslate2; print('torch', torch.__version__, '| lightning', lightning.__version__, '| ctranslate2', ctranslate2.__version__, '| cuda', torch.cuda.is_available())"

@@ -18,6 +18,7 @@ from data.corpus import CorpusError  # noqa: E402
 from data.datamodule import TranslationDataModule  # noqa: E402
 from model.config import ConfigError  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
+from training.run_dir import check_run_dir_free, config_file_root, move_run_paths  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 
@@ -34,6 +35,10 @@ class TranslationCLI(LightningCLI):
         if trainer is not None:
             trainer.precision = resolve_cpu_precision(trainer.get("precision"),
                                                       trainer.get("accelerator"))
+            # One run directory: --trainer.default_root_dir moves checkpoints and logs too.
+            move_run_paths(trainer, config_file_root(config.get("config")))
+            if self.subcommand == "fit":
+                check_run_dir_free(trainer, config.get("ckpt_path"))
 
 
 def main(args: list[str] | None = None) -> LightningCLI:

@@ -18,7 +18,11 @@ score`` (the Moses n-best format). Reading stdin, each batch of
 terminal, every line is translated as soon as it is entered. An input longer
 than the model's maximum length is truncated, with a warning on stderr. The
 checkpoint is self-contained: the model config and the SentencePiece model are
-inside it.
+inside it. A CTranslate2 model directory (``scripts/export_ctranslate2.py``)
+translates the same way with the CTranslate2 engine (``--threads``,
+``--compute-type int8``; see ``--lenpen-style`` for the length penalty):
+
+    python scripts/translate.py --ckpt runs/multi30k_cpu/ct2 --beam 5 --input sentences.en
 """
 
 from __future__ import annotations
@@ -34,15 +38,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from training.checkpoint import CheckpointError, Translator, load_translator  # noqa: E402
-from training.evaluation import (DecodingConfig, Hypothesis, source_batches,  # noqa: E402
-                                 translate_batches)
+from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
+from training.evaluation import DecodingConfig, DecodingError, Hypothesis, source_batches  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sentences", nargs="*", help="sentences to translate (else --input or stdin)")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by scripts/train.py")
+    p.add_argument("--ckpt", "--model", dest="ckpt", required=True,
+                   help="checkpoint written by scripts/train.py, or a CTranslate2 model "
+                        "directory written by scripts/export_ctranslate2.py")
     p.add_argument("--input", default=None, help="file with one sentence per line")
     p.add_argument("--beam", type=int, default=None,
                    help="beam size; 1 is greedy (default: the checkpoint's beam_size)")
@@ -56,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write a heatmap (PNG) of the encoder-decoder attention of the first "
                         "translated sentence, subwords as tick labels")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_engine_arguments(p)
     args = p.parse_args(argv)
+    args.engine_options = engine_options(p, args)
     if args.beam is not None and args.beam < 1:
         p.error(f"--beam must be at least 1, got {args.beam}")
     if args.nbest < 1:
@@ -65,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.attention_plot is not None:
+        folder = os.path.dirname(os.path.abspath(args.attention_plot))
+        if not os.path.isdir(folder):
+            p.error(f"--attention-plot {args.attention_plot}: folder {folder} does not exist; "
+                    f"create it first or write the plot elsewhere")
     if args.input is not None and not os.path.isfile(args.input):
         p.error(f"--input {args.input} is not a file; pass a text file with one sentence "
                 f"per line, or omit --input to read stdin")
@@ -120,16 +133,13 @@ def translate_lines(translator: Translator, lines: list[str], decoding: Decoding
     outputs: list[list[Hypothesis] | None] = [None] * len(lines)
     if not nonempty:
         return outputs
-    max_len = translator.model.config.max_len
-    loader, truncated = source_batches(translator.tokenizer, [lines[i] for i in nonempty],
-                                       max_len, ids=[ids[i] for i in nonempty])
-    for i, cut in zip(nonempty, truncated):
-        if cut:
+    max_len = translator.max_len
+    for i in nonempty:
+        if len(ids[i]) + 1 > max_len:
             print(f"warning: input line {first_line + i + 1} ({len(lines[i])} characters) is "
                   f"longer than the model's {max_len} tokens; translating its first "
                   f"{max_len - 1} tokens", file=sys.stderr)
-    hyps = translate_batches(translator.model, translator.tokenizer, loader, len(nonempty),
-                             device, decoding)
+    hyps = translator.translate_ids([ids[i] for i in nonempty], decoding, device)
     for i, nbest in zip(nonempty, hyps):
         outputs[i] = nbest
     return outputs
@@ -163,7 +173,10 @@ def plot_cross_attention(translator: Translator, sentence: str, hypothesis: Hypo
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    translator = load_translator(args.ckpt, args.device)
+    translator = load_translator(args.ckpt, args.device, **args.engine_options)
+    if args.attention_plot and translator.model is None:
+        raise CheckpointError(f"--attention-plot needs the PyTorch model, but {args.ckpt} is a "
+                              f"CTranslate2 model; pass the .ckpt it was exported from")
     beam = args.beam if args.beam is not None else max(translator.decoding().beam_size,
                                                        args.nbest)
     decoding = translator.decoding(beam_size=beam, alpha=args.lenpen, nbest=args.nbest,
@@ -209,7 +222,7 @@ def write_translations(translator: Translator, lines: Iterable[str], decoding: D
 if __name__ == "__main__":
     try:
         main()
-    except CheckpointError as err:
+    except (CheckpointError, DecodingError) as err:
         # A wrong file is the user's to fix: say what is wrong, without a traceback.
         print(f"translate.py: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -15,10 +15,14 @@ from data.tatoeba import GroupedSplit
 from data.tokenizer import Tokenizer
 from model.build import build_model, config_from_dict
 
-from .evaluation import DecodingConfig
+from .evaluation import (DecodingConfig, DecodingError, Hypothesis, length_limit_problem,
+                         source_batches, translate_batches)
 from .module import CHECKPOINT_FORMAT
 
-__all__ = ["CheckpointError", "Translator", "load_translator", "read_checkpoint"]
+__all__ = ["CheckpointError", "ENGINES", "Translator", "load_translator", "read_checkpoint"]
+
+#: Inference engines of ``load_translator`` (``--engine``).
+ENGINES = ("auto", "pytorch", "ctranslate2")
 
 
 class CheckpointError(ValueError):
@@ -42,12 +46,48 @@ class Translator:
     hparams: dict
     data_hparams: dict
 
+    @property
+    def max_len(self) -> int:
+        """Longest source in tokens (EOS included): the model's ``max_len``."""
+        return int(self.model.config.max_len)
+
+    @property
+    def engine_name(self) -> str:
+        """``"pytorch"``; ``"ctranslate2 <compute type>"`` for an exported model."""
+        return "pytorch"
+
+    @torch.no_grad()
+    def translate_ids(self, ids: list[list[int]], decoding: DecodingConfig,
+                      device: str | torch.device = "cpu", max_tokens: int = 8192
+                      ) -> list[list[Hypothesis]]:
+        """Translate N sources given as piece ids (no EOS) in length-bucketed batches of at most ``max_tokens`` source tokens.
+
+        Sources longer than ``max_len - 1`` pieces are truncated. Returns, per
+        source in input order, its ``decoding.nbest`` hypotheses, best first.
+        """
+        if not ids:
+            return []
+        loader, _ = source_batches(self.tokenizer, [""] * len(ids), self.max_len, max_tokens,
+                                   ids=ids)
+        return translate_batches(self.model, self.tokenizer, loader, len(ids), device, decoding)
+
     def decoding(self, **overrides) -> DecodingConfig:
-        """The checkpoint's decoding settings, with ``overrides`` (None values ignored)."""
+        """The checkpoint's decoding settings, with ``overrides`` (None values ignored).
+
+        Raises:
+            training.evaluation.DecodingError: if the length limit
+                ``max_len_a * S + max_len_b`` would leave every output empty.
+        """
         h = self.hparams
         settings = {"beam_size": h.get("beam_size", 1), "alpha": h.get("length_penalty", 1.0),
                     "max_len_a": h["max_len_a"], "max_len_b": h["max_len_b"]}
-        settings.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings.update(given)
+        problem = length_limit_problem(settings["max_len_a"], settings["max_len_b"])
+        if problem:
+            source = ("" if {"max_len_a", "max_len_b"} <= set(given)
+                      else " (the values not given come from the checkpoint)")
+            raise DecodingError(problem + source)
         return DecodingConfig(**settings)
 
     def load_split(self, split: str | None = None, source: str | None = None,
@@ -93,6 +133,9 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
             by this project (no ``CHECKPOINT_FORMAT`` marker).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file; pass a "
+                              f".ckpt file in it, e.g. {path}/checkpoints/last.ckpt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .ckpt file "
                               f"written under a run's checkpoints/ folder")
@@ -107,8 +150,16 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     return ckpt
 
 
-def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Translator:
-    """Read a checkpoint written by ``scripts/train.py`` onto ``device``.
+def load_translator(path: str | Path, device: str | torch.device = "cpu", engine: str = "auto",
+                    **ctranslate2_options) -> Translator:
+    """Read a checkpoint written by ``scripts/train.py`` onto ``device``; a
+    directory written by ``scripts/export_ctranslate2.py`` gives a
+    :class:`training.ct2.CTranslate2Translator` (same interface, CTranslate2
+    engine; ``ctranslate2_options`` go to :func:`training.ct2.load_ctranslate2`:
+    ``compute_type``, ``threads``, ``lenpen_style``).
+
+    ``engine``: ``"auto"`` (by what ``path`` is), ``"pytorch"`` (a checkpoint
+    file only) or ``"ctranslate2"`` (an exported directory only).
 
     Raises:
         CheckpointError: if the file is missing, is not a checkpoint of this
@@ -118,6 +169,32 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Tra
             checkpoint written on a GPU loads on a machine without one.
     """
     path = Path(path)
+    if engine not in ENGINES:
+        raise CheckpointError(f"--engine {engine} is unknown; use one of {', '.join(ENGINES)}")
+    if engine == "ctranslate2" and not path.is_dir():
+        raise CheckpointError(
+            f"--engine ctranslate2 needs a CTranslate2 model directory, but {path} is not a "
+            f"directory; export the checkpoint first: python scripts/export_ctranslate2.py "
+            f"--ckpt {path} --out DIR, then pass DIR")
+    if path.is_dir():
+        from .ct2 import is_ctranslate2_model, load_ctranslate2  # ctranslate2 only when used
+
+        if is_ctranslate2_model(path) and engine != "pytorch":
+            return load_ctranslate2(path, device, **ctranslate2_options)
+        if is_ctranslate2_model(path):
+            raise CheckpointError(f"--engine pytorch needs a checkpoint file, but {path} is a "
+                                  f"CTranslate2 model directory; pass the .ckpt it was exported "
+                                  f"from, or --engine ctranslate2")
+        raise CheckpointError(
+            f"checkpoint {path} is a directory, not a checkpoint file nor a CTranslate2 model "
+            f"(no model.bin in it); pass a .ckpt file such as {path}/checkpoints/last.ckpt, "
+            f"or a directory written by scripts/export_ctranslate2.py")
+    set_options = {k: v for k, v in ctranslate2_options.items()
+                   if v not in (None, "default", "gnmt")}  # PyTorch beam search is GNMT
+    if set_options:
+        named = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in set_options.items())
+        raise CheckpointError(f"{named}: CTranslate2 options, but {path} is a PyTorch "
+                              f"checkpoint; pass a CTranslate2 model directory, or drop them")
     ckpt = read_checkpoint(path)
     if "tokenizer_model" not in ckpt:
         raise CheckpointError(f"{path} holds no SentencePiece model; it was saved before "

@@ -19,7 +19,7 @@ from data.datamodule import encode_sources
 from data.tokenizer import Tokenizer
 from model.decoding import beam_search, greedy_decode
 
-__all__ = ["DecodingConfig", "Hypothesis", "decode_batch", "translate_batches", "translate", "corpus_scores",
+__all__ = ["DecodingConfig", "DecodingError", "length_limit_problem", "Hypothesis", "decode_batch", "translate_batches", "translate", "corpus_scores",
            "source_batches", "moses_lc_norm_tok", "tokenized_bleu", "official_tokenized_references",
            "TOKENIZED_BLEU_NAME"]
 
@@ -50,6 +50,34 @@ class DecodingConfig:
     def describe(self) -> str:
         """``"greedy"`` or ``"beam 5 lenpen 1.6"``, as reports print it."""
         return "greedy" if self.beam_size == 1 else f"beam {self.beam_size} lenpen {self.alpha}"
+
+
+class DecodingError(ValueError):
+    """Decoding settings that cannot work (the message names the options and the fix)."""
+
+
+def length_limit_problem(max_len_a: float, max_len_b: int, option: str = "--max-len") -> str | None:
+    """Why ``max_len_a * S + max_len_b`` (EOS included) is no usable output limit,
+    or None if it is one.
+
+    The shortest source with something to translate has ``S = 2`` tokens
+    (one piece and EOS); its limit must leave room for a token before EOS,
+    else every output would be empty.
+
+    Args:
+        option: how the message names the settings (``"--max-len"`` for the
+            scripts' ``--max-len-a/-b``, ``"model.max_len"`` for the config keys).
+    """
+    a, b = f"{option}-a" if option.startswith("--") else f"{option}_a", \
+        f"{option}-b" if option.startswith("--") else f"{option}_b"
+    if max_len_a < 0 or max_len_b < 0:
+        return (f"{a}={max_len_a} {b}={max_len_b}: both must be >= 0 (the output limit is "
+                f"a * source_length + b tokens); e.g. {a}=1.2 {b}=10")
+    if int(2 * max_len_a + max_len_b) < 2:
+        return (f"{a}={max_len_a} {b}={max_len_b}: a 2-token source would get an output limit "
+                f"of {int(2 * max_len_a + max_len_b)} token (EOS included), so translations "
+                f"would be empty; make 2 * a + b at least 2, e.g. {a}=1.2 {b}=10")
+    return None
 
 
 class Hypothesis(NamedTuple):

@@ -25,7 +25,7 @@ from model.build import build_model, config_from_dict
 from model.config import ConfigError, TransformerConfig
 from model.rnn import RNNConfig
 
-from .evaluation import DecodingConfig, corpus_scores, decode_batch
+from .evaluation import DecodingConfig, corpus_scores, decode_batch, length_limit_problem
 from .loss import label_smoothed_cross_entropy
 
 __all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule", "lr_multiplier",
@@ -144,6 +144,38 @@ def gather_hypotheses(hyps: dict[int, str]) -> dict[int, str]:
     return merged
 
 
+def _check_hyperparameters(lr: float, warmup_steps: int, cooldown_steps: int,
+                           label_smoothing: float, betas: tuple, eps: float, weight_decay: float,
+                           max_len_a: float, max_len_b: int, beam_size: int,
+                           length_penalty: float, nonfinite_loss: str) -> None:
+    """One clear error for a ``model.*`` setting that cannot work, before training starts.
+
+    Raises:
+        model.config.ConfigError: naming the key, its value and the fix.
+    """
+    problems = [
+        (not lr > 0, f"model.lr={lr} must be positive (the peak learning rate), e.g. 0.002"),
+        (warmup_steps < 0, f"model.warmup_steps={warmup_steps} must be >= 0"),
+        (cooldown_steps < 0, f"model.cooldown_steps={cooldown_steps} must be >= 0"),
+        (not 0 <= label_smoothing < 1,
+         f"model.label_smoothing={label_smoothing} must be in [0, 1), e.g. 0.1"),
+        (len(betas) != 2 or not all(0 <= b < 1 for b in betas),
+         f"model.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.98]"),
+        (not eps > 0, f"model.eps={eps} must be positive, e.g. 1.0e-09"),
+        (weight_decay < 0, f"model.weight_decay={weight_decay} must be >= 0"),
+        (beam_size < 1, f"model.beam_size={beam_size} must be at least 1 (1 is greedy)"),
+        (not length_penalty >= 0, f"model.length_penalty={length_penalty} must be >= 0"),
+        (nonfinite_loss not in ("stop", "skip"),
+         f"model.nonfinite_loss={nonfinite_loss!r} is unknown; use 'stop' or 'skip'"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ConfigError(message)
+    limit = length_limit_problem(max_len_a, max_len_b, "model.max_len")
+    if limit:
+        raise ConfigError(limit)
+
+
 class TranslationModule(L.LightningModule):
     """Train and validate an encoder–decoder network.
 
@@ -211,9 +243,11 @@ class TranslationModule(L.LightningModule):
                  beam_size: int = 1, length_penalty: float = 1.0,
                  nonfinite_loss: str = "stop"):
         super().__init__()
-        if nonfinite_loss not in ("stop", "skip"):
-            raise ValueError(f"model.nonfinite_loss={nonfinite_loss!r} is unknown; "
-                             f"use 'stop' or 'skip'")
+        _check_hyperparameters(lr=lr, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps,
+                               label_smoothing=label_smoothing, betas=tuple(betas), eps=eps,
+                               weight_decay=weight_decay, max_len_a=max_len_a,
+                               max_len_b=max_len_b, beam_size=beam_size,
+                               length_penalty=length_penalty, nonfinite_loss=nonfinite_loss)
         if rnn is not None:
             if config is not None:
                 raise ValueError(

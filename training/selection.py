@@ -17,7 +17,7 @@ from data.corpus import CorpusError
 
 from .checkpoint import Translator, load_translator
 from .evaluation import DecodingConfig, corpus_scores, official_tokenized_references, \
-    tokenized_bleu, translate
+    tokenized_bleu
 
 __all__ = ["evaluate_translator", "select_on_split"]
 
@@ -54,8 +54,8 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
                                                                 resolve)
     split, tgt = read["split"], read["tgt_lang"]
     start = time.perf_counter()
-    hyps = translate(translator.model, translator.tokenizer, sources,
-                     translator.model.config.max_len, device, max_tokens, decoding)
+    hyps = [nbest[0].text for nbest in translator.translate_ids(
+        translator.tokenizer.encode(sources), decoding, device, max_tokens)]
     seconds = time.perf_counter() - start
     scores = corpus_scores(hyps, references)
     saved = translator.data_hparams.get("source")
@@ -69,14 +69,15 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
                           f"split {split!r} or --tok-refs raw") from err
     scores.update({"split": split, "src_lang": read["src_lang"], "tgt_lang": tgt,
                    "decoding": decoding.describe(), "decoding_config": asdict(decoding),
-                   "decode_seconds": round(seconds, 2), "device": str(device)})
+                   "decode_seconds": round(seconds, 2), "device": str(device),
+                   "engine": translator.engine_name})
     return hyps, scores
 
 
 def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
                     lenpens: Sequence[float | None], split: str = "val",
                     device: str | torch.device = "cpu", metric: str = "bleu",
-                    **decoding_overrides) -> tuple[str, DecodingConfig, list[dict]]:
+                    load_options: dict | None = None, **decoding_overrides) -> tuple[str, DecodingConfig, list[dict]]:
     """Every checkpoint × beam × length penalty scored on ``split``; the best by
     ``metric`` (cased sacreBLEU by default) wins, ties to the earliest.
 
@@ -88,6 +89,8 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
         checkpoints: checkpoint paths (e.g. ``best.ckpt`` and an averaged one).
         beams, lenpens: candidate beam sizes and GNMT alphas (None: the
             checkpoint's own setting).
+        load_options: keyword arguments of
+            :func:`training.checkpoint.load_translator` (engine, threads ...).
         decoding_overrides: other :class:`DecodingConfig` fields for all.
 
     Returns:
@@ -103,7 +106,7 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
         raise ValueError("select_on_split needs at least one checkpoint and one beam size")
     table, best = [], None
     for path in checkpoints:
-        translator = load_translator(path, device)
+        translator = load_translator(path, device, **(load_options or {}))
         loaded = translator.load_split(split)  # read once, decoded once per candidate
         seen = set()
         for beam, lenpen in itertools.product(beams, lenpens or [None]):
