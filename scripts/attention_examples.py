@@ -17,6 +17,12 @@ Writes four PNGs into ``--out``: ``{nonparametric,parametric}_predictions.png``
 (prediction against the noise-free truth, with the training points) and
 ``{nonparametric,parametric}_attention.png`` (attention weights of the test
 inputs over the training inputs, drawn by ``training.plotting.show_heatmaps``).
+Then soft attention pooling (``model.attention_pool`` on the example of Qiu
+Xipeng, *Neural Networks and Deep Learning*, pp. 199-203, and uniform
+weights giving the mean), ``AttentionPooling`` (additive scoring, a learned
+query, two sets with ``valid_lens``) and HiT-MAC's ``TanhAttention`` (five
+items, one of them padding) are printed, with
+``attention_pooling_weights.png`` and ``tanh_attention_weights.png``.
 Everything is seeded (``--seed``); it runs in a few seconds on a CPU.
 
 Source: d2l.ai §11.2 "Attention Pooling by Similarity"; the data, the
@@ -35,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from model.attention import AttentionPooling, TanhAttention, attention_pool  # noqa: E402
 from model.nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson  # noqa: E402
 from training.plotting import show_heatmaps  # noqa: E402  (selects the Agg backend first)
 
@@ -155,9 +162,50 @@ def main(argv=None) -> dict:
     plot_predictions(data, y_hat_p, p_title, paths["parametric_predictions"])
     plot_attention(data, weights_np, np_title, paths["nonparametric_attention"])
     plot_attention(data, net.attention_weights, p_title, paths["parametric_attention"])
+    pooling = pooling_examples(args.out)
+    paths.update(pooling.pop("paths"))
     for path in paths.values():
         print(f"wrote {path}")
-    return {"losses": losses, "w": w, "mse": mse, "paths": paths}
+    return {"losses": losses, "w": w, "mse": mse, "paths": paths, **pooling}
+
+
+def _rounded(t: torch.Tensor) -> list:
+    return [[round(float(v), 3) for v in row] for row in t.detach()]
+
+
+def pooling_examples(out: str) -> dict:
+    """Soft attention pooling (Qiu Xipeng, pp. 199-203) and HiT-MAC's tanh
+    self-attention, printed, with a heatmap of each one's attention weights."""
+    values = torch.tensor([[[.1, .1, .2], [.8, .8, .8], [0, 0, 0], [.8, .8, 1]],
+                           [[.2, .2, .6], [0, 0, .6], [.5, .5, .5], [1, 1, .6]]])
+    weights = torch.tensor([[0, 0, 0, 1.], [0, 0, .5, .5]])
+    pooled = attention_pool(values, weights)
+    mean = attention_pool(values, torch.full((2, 4), 0.25))
+    print(f"attention_pool(values, {weights.tolist()}) = {_rounded(pooled)}")
+    print(f"uniform weights give the mean: {_rounded(mean)} (values.mean(1) = "
+          f"{_rounded(values.mean(1))})")
+    torch.manual_seed(0)
+    sentences, valid_lens = torch.randn(2, 6, 8), torch.tensor([4, 6])
+    pool = AttentionPooling(8, scoring="additive")
+    vectors = pool(sentences, valid_lens)  # (2, 8)
+    print(f"AttentionPooling (additive, learned query) over 2 sets of 6 vectors, valid_lens "
+          f"{valid_lens.tolist()}: weights {_rounded(pool.attention_weights)}, "
+          f"pooled shape {tuple(vectors.shape)}")
+    layer = TanhAttention(feature_dim=4, weight_dim=8)
+    items = torch.randn(1, 5, 4)  # e.g. 5 targets seen by one sensor (HiT-MAC)
+    z, global_feature = layer(items, torch.tensor([4]))
+    print(f"TanhAttention (HiT-MAC) on 5 items, the last one padding: z {tuple(z.shape)}, "
+          f"global feature {_rounded(global_feature)}")
+    paths = {name: os.path.join(out, f"{name}.png")
+             for name in ("attention_pooling_weights", "tanh_attention_weights")}
+    show_heatmaps(pool.attention_weights.detach()[None, None], xlabel="vector", ylabel="set",
+                  titles=["AttentionPooling (additive)"], figsize=(4, 2.5),
+                  path=paths["attention_pooling_weights"])
+    show_heatmaps(layer.attention_weights.detach()[None], xlabel="key item", ylabel="query item",
+                  titles=["TanhAttention (HiT-MAC)"], path=paths["tanh_attention_weights"])
+    return {"pooled": pooled.tolist(), "mean": mean.tolist(),
+            "pooling_weights": pool.attention_weights.detach(), "global_feature":
+            global_feature.detach(), "paths": paths}
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ import torch  # noqa: E402
 from torch._C._profiler import _EventType  # noqa: E402
 
 from model.attention import MultiHeadAttention  # noqa: E402
+from training.options import require_at_least  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
 #: Variant name -> (scoring, keep_weights, additive kernel). The kernel is None for dot.
@@ -110,6 +111,8 @@ def parse_args(argv=None):
                    help="comma-separated devices")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    require_at_least(p, args, batch=1, queries=1, keys=1, num_hiddens=1, heads=1, warmup=0,
+                     repeats=1, threads=1, chunk_elements=1)
     args.variants = args.variants.split(",")
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown or REFERENCE not in args.variants:

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from training.options import require_at_least  # noqa: E402
 from training.checkpoint import load_translator  # noqa: E402
 from training.evaluation import (corpus_scores, decode_batch, source_batches,  # noqa: E402
                                  translate_batches)
@@ -61,8 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="CTranslate2 CPU threads (default: torch.get_num_threads())")
     args = p.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be at least 1, got {args.threads}")
+    require_at_least(p, args, limit=1, repeats=1, max_tokens=1, threads=1)
     return args
 
 

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from training.loss import label_smoothed_cross_entropy  # noqa: E402
+from training.options import require_at_least  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epsilon", type=float, default=0.1, help="label smoothing")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     args = p.parse_args(argv)
+    require_at_least(p, args, rows=1, vocab=2, repeats=1)
     torch.manual_seed(0)
     logits = (torch.randn(args.rows, args.vocab) * 3).requires_grad_()
     target = torch.randint(4, args.vocab, (args.rows,))

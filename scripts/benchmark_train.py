@@ -88,6 +88,7 @@ from torch import nn  # noqa: E402
 from model.build import config_from_dict  # noqa: E402
 from model.config import TransformerConfig  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
+from training.options import require_at_least  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 __all__ = ["ReferenceTransformer", "copy_weights", "training_matmul_flops", "main"]
@@ -468,8 +469,7 @@ def parse_args(argv=None):
     p.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
-        p.error("--warmup, --steps and --repeats must be at least 1")
+    require_at_least(p, args, warmup=1, steps=1, repeats=1, threads=1)
     return args
 
 

@@ -78,6 +78,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from training.checkpoint import load_translator  # noqa: E402
+from training.options import require_at_least  # noqa: E402
 from training.selection import evaluate_translator  # noqa: E402
 
 DEFAULT_CONFIGS = [REPO / "configs" / f"compare_{name}.yaml"
@@ -482,7 +483,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of training (OMP_NUM_THREADS) and test decoding (default: "
                         "PyTorch's choice); 1 is faster on a CPU that other processes share")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    require_at_least(p, args, seeds=0, max_steps=1, max_minutes=0.01, num_evals=1, threads=1)
+    for config in args.configs:
+        if not Path(config).is_file():
+            p.error(f"config {config} does not exist; pass YAML files such as "
+                    f"configs/compare_transformer_dot.yaml")
+    return args
 
 
 def main(argv: list[str] | None = None) -> list[RunResult]:

@@ -15,7 +15,7 @@ LENPENS=${LENPENS:-1.6}
 bash scripts/setup.sh
 PY=.venv/bin/python
 start=$(date +%s)
-$PY scripts/train.py fit --config "$CONFIG"
+$PY scripts/train.py fit --config "$CONFIG" --trainer.default_root_dir "$RUN_DIR"
 trained=$(date +%s)
 CKPTS=("$RUN_DIR/checkpoints/best.ckpt")
 if [ -d "$RUN_DIR/checkpoints/epochs" ]; then

@@ -12,13 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 from data.corpus import CorpusError  # noqa: E402
 from data.datamodule import TranslationDataModule  # noqa: E402
 from model.config import ConfigError  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
-from training.run_dir import check_run_dir_free, config_file_root, move_run_paths  # noqa: E402
+from training.run_dir import check_run_dir_free, config_file_roots, move_run_paths  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 
@@ -36,7 +37,7 @@ class TranslationCLI(LightningCLI):
             trainer.precision = resolve_cpu_precision(trainer.get("precision"),
                                                       trainer.get("accelerator"))
             # One run directory: --trainer.default_root_dir moves checkpoints and logs too.
-            move_run_paths(trainer, config_file_root(config.get("config")))
+            move_run_paths(trainer, config_file_roots(config.get("config")))
             if self.subcommand == "fit":
                 check_run_dir_free(trainer, config.get("ckpt_path"))
 
@@ -49,7 +50,8 @@ def main(args: list[str] | None = None) -> LightningCLI:
 
 
 def user_error(err: BaseException) -> Exception | None:
-    """The configuration or corpus error behind ``err``, if that is what it is.
+    """The configuration or corpus error behind ``err``, if that is what it is
+    (ours, or Lightning's ``MisconfigurationException`` for a bad ``trainer.*`` key).
 
     jsonargparse re-raises a config class's error inside its own "Does not
     validate against any of the Union subtypes" message; the original stays
@@ -57,7 +59,7 @@ def user_error(err: BaseException) -> Exception | None:
     """
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (ConfigError, CorpusError)):
+        if isinstance(err, (ConfigError, CorpusError, MisconfigurationException)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

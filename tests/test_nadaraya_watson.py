@@ -176,7 +176,14 @@ def test_parametric_training_loss_falls(examples):
 def test_script_writes_pngs(examples, tmp_path):
     result = examples.main(["--out", str(tmp_path / "examples")])
     assert set(result["paths"]) == {"nonparametric_predictions", "parametric_predictions",
-                                    "nonparametric_attention", "parametric_attention"}
+                                    "nonparametric_attention", "parametric_attention",
+                                    "attention_pooling_weights", "tanh_attention_weights"}
+    # the pooling examples: the textbook's numbers, the mean, padding left out
+    assert torch.tensor(result["pooled"]) == pytest.approx(torch.tensor([[.8, .8, 1], [.75, .75, .55]]))
+    assert torch.tensor(result["mean"]) == pytest.approx(torch.tensor(
+        [[.425, .425, .5], [.425, .425, .575]]))
+    weights = result["pooling_weights"]
+    assert weights.sum(1) == pytest.approx(torch.ones(2)) and (weights[0, 4:] == 0).all()
     for path in result["paths"].values():
         content = Path(path).read_bytes()
         assert content.startswith(b"\x89PNG\r\n\x1a\n"), path

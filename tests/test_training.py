@@ -373,7 +373,6 @@ def run_validate(trained, out: Path, *args: str) -> dict[str, float]:
                "--config", str(CPU_CONFIG), "--config", str(trained["tmp"] / "override.yaml"),
                "--ckpt_path", str(trained["ckpt_dir"] / "last.ckpt"),
                "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(out),
-               "--trainer.logger.init_args.save_dir", str(out),
                # Small validation batches, so the 60 sentences are split into several
                # batches (an odd number: DDP pads the count with a repeated batch).
                "--data.eval_max_tokens", str(DDP_EVAL_TOKENS), *args]

@@ -61,8 +61,11 @@ def files(multi30k_small, tmp_path_factory) -> dict[str, str]:
 
 
 def train(*args: str) -> list[str]:
+    # max_steps 1 (with no warmup or cooldown): should a case be accepted by mistake, it
+    # trains one update instead of the recipe.
     return ["fit", "--config", CPU_CONFIG, "--trainer.default_root_dir", "{tmp}/run",
-            "--trainer.max_steps", "1", *args]
+            "--trainer.max_steps", "1", "--model.warmup_steps", "0", "--model.cooldown_steps", "0",
+            *args]
 
 
 #: (script, arguments, substrings the one error line must contain)
@@ -73,6 +76,7 @@ CASES = [
     ("train.py", train("--model.max_len_a", "-1", "--model.max_len_b", "0"),
      ["model.max_len_a=-1", "model.max_len_b=0"]),
     ("train.py", train("--model.beam_size", "0"), ["model.beam_size=0"]),
+    ("train.py", train("--trainer.max_steps", "-5"), ["max_steps", "-1"]),
     ("train.py", train("--data.max_tokens", "5"), ["data.max_tokens=5", "data.max_len=128"]),
     ("train.py", train("--data.num_workers", "-1"), ["data.num_workers=-1"]),
     ("train.py", train("--data.source", "/some/missing/dir"),
@@ -107,6 +111,17 @@ CASES = [
      ["--quantization", "int3"]),
     ("export_ctranslate2.py", ["--ckpt", "{plain}", "--out", "{tmp}/y"], ["is a directory"]),
     ("average_checkpoints.py", ["--run", "{plain}", "--last", "3"], ["{plain}"]),
+    ("average_checkpoints.py", ["--run", "{plain}", "--last", "0"], ["--last"]),
+    ("compare_attention.py", ["--seeds", "-1"], ["--seeds -1"]),
+    ("compare_attention.py", ["--max-steps", "0"], ["--max-steps 0"]),
+    ("compare_attention.py", ["--num-evals", "0"], ["--num-evals 0"]),
+    ("compare_attention.py", ["{tmp}/none.yaml"], ["none.yaml does not exist"]),
+    ("benchmark_decode.py", ["--ckpt", "{ckpt}", "--repeats", "0"], ["--repeats 0"]),
+    ("benchmark_decode.py", ["--ckpt", "{ckpt}", "--threads", "0"], ["--threads 0"]),
+    ("benchmark_train.py", ["--config", CPU_CONFIG, "--steps", "0"], ["--steps 0"]),
+    ("benchmark_attention.py", ["--heads", "0"], ["--heads 0"]),
+    ("benchmark_attention.py", ["--variants", "foo"], ["--variants"]),
+    ("benchmark_loss.py", ["--vocab", "1"], ["--vocab 1"]),
 ]
 
 

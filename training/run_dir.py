@@ -4,7 +4,7 @@ The shipped configs spell each path out (``runs/multi30k_cpu/checkpoints`` in
 every ``ModelCheckpoint``, ``runs/multi30k_cpu`` as the logger's
 ``save_dir``), so that a YAML file reads on its own. When the command line
 (or a second config file) sets another ``trainer.default_root_dir``, every
-callback ``dirpath`` and logger ``save_dir`` under the config file's own
+callback ``dirpath`` and logger ``save_dir`` under a config file's own
 ``default_root_dir`` moves under the new one (what fairseq's single
 ``--save-dir`` and JoeyNMT's ``model_dir`` give). A new run refuses a run
 directory that already holds checkpoints, unless it resumes one of them
@@ -23,13 +23,13 @@ import yaml
 
 from model.config import ConfigError
 
-__all__ = ["config_file_root", "move_run_paths", "check_run_dir_free"]
+__all__ = ["config_file_roots", "move_run_paths", "check_run_dir_free"]
 
 
-def config_file_root(config_files: Iterable[Any]) -> str | None:
-    """``trainer.default_root_dir`` as the config files set it (the last file
-    that sets it wins, as in jsonargparse), or None if none does."""
-    root = None
+def config_file_roots(config_files: Iterable[Any]) -> list[str]:
+    """Every ``trainer.default_root_dir`` the config files set, in order (a
+    second file, e.g. a test's or the comparison's override, may set another)."""
+    roots = []
     for path in config_files or []:
         absolute = getattr(path, "absolute", None)  # jsonargparse's Path: a str property
         path = absolute if isinstance(absolute, str) else str(path)
@@ -39,8 +39,8 @@ def config_file_root(config_files: Iterable[Any]) -> str | None:
             continue
         trainer = values.get("trainer") if isinstance(values, dict) else None
         if isinstance(trainer, dict) and trainer.get("default_root_dir"):
-            root = str(trainer["default_root_dir"])
-    return root
+            roots.append(str(trainer["default_root_dir"]))
+    return roots
 
 
 def _under(path: str, root: str) -> bool:
@@ -56,20 +56,21 @@ def _init_args(entry: Any) -> Any:
     return entry.get("init_args") if hasattr(entry, "get") else None
 
 
-def move_run_paths(trainer: Any, old_root: str | None) -> list[tuple[str, str]]:
-    """Move every callback ``dirpath`` and logger ``save_dir`` under ``old_root``
-    to the same place under ``trainer.default_root_dir`` (in place).
+def move_run_paths(trainer: Any, old_roots: Iterable[str]) -> list[tuple[str, str]]:
+    """Move every callback ``dirpath`` and logger ``save_dir`` under one of
+    ``old_roots`` to the same place under ``trainer.default_root_dir`` (in place).
 
     Args:
         trainer: the ``trainer`` section of the parsed config (a jsonargparse
             Namespace or a dict).
-        old_root: the config file's ``default_root_dir``.
+        old_roots: the config files' ``default_root_dir`` values.
 
     Returns:
         ``(old, new)`` for every path that moved.
     """
     new_root = trainer.get("default_root_dir")
-    if not old_root or not new_root or Path(old_root) == Path(new_root):
+    old_roots = [r for r in old_roots or [] if not new_root or Path(r) != Path(new_root)]
+    if not old_roots or not new_root:
         return []
     moved = []
     loggers = trainer.get("logger")
@@ -78,8 +79,10 @@ def move_run_paths(trainer: Any, old_root: str | None) -> list[tuple[str, str]]:
         for entry in entries:
             args = _init_args(entry)
             value = args.get(key) if args is not None else None
-            if isinstance(value, (str, Path)) and _under(str(value), old_root):
-                args[key] = _moved(str(value), old_root, str(new_root))
+            root = next((r for r in old_roots if isinstance(value, (str, Path))
+                         and _under(str(value), r)), None)
+            if root is not None:
+                args[key] = _moved(str(value), root, str(new_root))
                 moved.append((str(value), args[key]))
     return moved
 

@@ -1,0 +1,81 @@
+"""One run directory (``training/run_dir.py``): ``--trainer.default_root_dir``
+moves every checkpoint folder and log of a shipped config, and a new run
+refuses a folder that holds another run's checkpoints.
+
+Reference: the shipped ``configs/*.yaml`` themselves (every ``dirpath`` and
+``save_dir`` they spell out must end up under the new directory, at the same
+place relative to it), and the trainer that ``LightningCLI`` builds from them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from model.config import ConfigError
+from training.run_dir import check_run_dir_free, config_file_roots, move_run_paths
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def spelled_paths(trainer: dict) -> list[str]:
+    loggers = trainer.get("logger") or []
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    return ([c["init_args"]["dirpath"] for c in trainer.get("callbacks", [])
+             if "dirpath" in c.get("init_args", {})]
+            + [g["init_args"]["save_dir"] for g in loggers if "save_dir" in g.get("init_args", {})])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_path_moves(config, tmp_path):
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    root = trainer["default_root_dir"]
+    before = spelled_paths(trainer)
+    assert before and all(Path(p).is_relative_to(root) for p in before)  # the configs' promise
+    trainer["default_root_dir"] = str(tmp_path / "exp2")
+    moved = move_run_paths(trainer, config_file_roots([config]))
+    after = spelled_paths(trainer)
+    assert len(moved) == len(before)
+    assert after == [str(tmp_path / "exp2" / Path(p).relative_to(root)) for p in before]
+    assert move_run_paths(trainer, config_file_roots([config])) == []  # already there
+
+
+def test_refuses_another_runs_checkpoints_unless_resumed(tmp_path):
+    trainer = {"default_root_dir": str(tmp_path), "callbacks": [
+        {"class_path": "ModelCheckpoint", "init_args": {"dirpath": str(tmp_path / "checkpoints")}}]}
+    check_run_dir_free(trainer, None)  # empty: fine
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "notes.txt").write_text("not a checkpoint")
+    check_run_dir_free(trainer, None)
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"already holds another run's checkpoints \(last.ckpt"):
+        check_run_dir_free(trainer, None)
+    check_run_dir_free(trainer, str(tmp_path / "checkpoints" / "last.ckpt"))  # resuming it
+    check_run_dir_free(trainer, "last")
+
+
+def test_cli_builds_the_trainer_in_the_new_directory(tmp_path, monkeypatch):
+    """``train.py fit --config configs/multi30k_cpu.yaml --trainer.default_root_dir
+    DIR``: the trainer LightningCLI builds writes checkpoints, epoch
+    checkpoints, CSV and TensorBoard logs under DIR and nowhere else."""
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    monkeypatch.chdir(REPO)  # the config's relative paths, as a user runs it
+    exp = tmp_path / "exp2"
+    cli = train.TranslationCLI(
+        train.TranslationModule, train.TranslationDataModule, run=False,
+        args=["--config", "configs/multi30k_cpu.yaml", "--trainer.default_root_dir", str(exp),
+              "--trainer.accelerator", "cpu", "--data.source", str(tmp_path / "unused")])
+    dirpaths = [c.dirpath for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert dirpaths and all(Path(d).is_relative_to(exp) for d in dirpaths)
+    assert {Path(d).relative_to(exp).as_posix() for d in dirpaths} == {"checkpoints",
+                                                                       "checkpoints/epochs"}
+    kinds = {type(logger).__name__: Path(logger.save_dir) for logger in cli.trainer.loggers}
+    assert kinds == {"CSVLogger": exp, "TensorBoardLogger": exp}
+    assert not (REPO / "runs" / "exp2").exists()
