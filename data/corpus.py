@@ -17,26 +17,19 @@ split and two string columns, ``src`` and ``tgt``.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import datasets
-from datasets.exceptions import DatasetGenerationError
 
-if TYPE_CHECKING:
-    from .tatoeba import GroupedSplit
+from .reading import CorpusError, invalid_utf8_error, read_lines
+from .tatoeba import GroupedSplit, load_tatoeba
 
 __all__ = ["CorpusError", "find_split_file", "invalid_utf8_error", "load_parallel_corpus",
            "read_lines"]
 
 log = logging.getLogger(__name__)
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read as asked; the message says what to fix."""
 
 
 def _languages_of_split(names: list[str], split: str) -> list[str]:
@@ -83,122 +76,6 @@ def find_split_file(data_dir: str | os.PathLike, split: str, lang: str) -> Path:
         f"no file for split {split!r}, language {lang!r} in {data_dir}: {expected}; {hint}"
         f"check the split names (data.train_split/valid_split/test_split) and languages "
         f"in the data config")
-
-
-def _is_gzip(path: Path) -> bool:
-    """Whether ``path`` starts with the gzip magic number (as ``datasets`` decides too)."""
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _first_invalid_utf8(path: Path) -> tuple[int, int, bytes, UnicodeDecodeError] | None:
-    """Where ``path`` (plain or gzip) first stops being UTF-8, or None if it is UTF-8.
-
-    Returns:
-        ``(line, offset, raw_line, error)``: the 1-based line number (lines end
-        at ``\\n``, as ``sed -n 'Np'`` counts them), the 0-based byte offset of
-        the first bad byte in the (decompressed) file, the raw bytes of that
-        line, and the decoder's error (``error.start`` is the offset within it).
-    """
-    offset = 0
-    with (gzip.open if _is_gzip(path) else open)(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return number, offset + err.start, raw, err
-            offset += len(raw)
-    return None
-
-
-def invalid_utf8_error(path: str | os.PathLike, name: str | None = None,
-                       fix: str | None = None) -> CorpusError | None:
-    """The :class:`CorpusError` for the first non-UTF-8 line of ``path``; None if it is UTF-8.
-
-    Scans the file once (decompressing ``.gz``), so call it only after a
-    decode has failed.
-
-    Args:
-        path: the file to scan (plain text or gzip).
-        name: how the message names the file (default: ``path``).
-        fix: what the message says to do (default: re-encode ``path`` with
-            ``iconv``, through ``zcat``/``gzip`` for a gzip file).
-
-    Returns:
-        The error, naming the file, the 1-based number of the first bad line
-        (lines end at ``\\n``, as ``sed -n 'Np'`` counts them), the bad byte,
-        its 0-based offset in the (decompressed) file, and the fix; ``None``
-        if the whole file decodes as UTF-8.
-
-    Raises:
-        OSError: if the file cannot be read (``gzip.BadGzipFile`` for a
-            corrupt gzip file).
-    """
-    path = Path(path)
-    found = _first_invalid_utf8(path)
-    if found is None:
-        return None
-    number, offset, raw, err = found
-    bad = " ".join(f"0x{b:02x}" for b in raw[err.start:err.end])
-    shown = raw.rstrip(b"\r\n")[:200].decode("latin-1")
-    gzipped = _is_gzip(path)
-    if fix is None:
-        if gzipped:
-            command = (f"zcat {path} | iconv -f latin1 -t utf-8 | gzip > {path}.utf8 "
-                       f"&& mv {path}.utf8 {path}")
-        else:
-            command = f"iconv -f latin1 -t utf-8 {path} > {path}.utf8 && mv {path}.utf8 {path}"
-        fix = (f"re-encode the file as UTF-8, e.g. for Latin-1 (ISO-8859-1) text `{command}` "
-               f"(-f cp1252 for Windows text)")
-    return CorpusError(
-        f"{name or path} line {number} is not valid UTF-8: byte {bad} at byte offset {offset} "
-        f"of the {'decompressed ' if gzipped else ''}file ({err.reason}); read as Latin-1 the "
-        f"line is {shown!r}. Corpus files must be UTF-8: {fix}")
-
-
-def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
-               name: str | None = None, fix: str | None = None) -> datasets.Dataset:
-    """One ``datasets`` text dataset (column ``text``) of a UTF-8 file, line by line.
-
-    Args:
-        path: a plain or gzip text file.
-        cache_dir: where ``datasets`` keeps its Arrow caches.
-        name, fix: how an encoding error names the file and what it says to
-            do (see :func:`invalid_utf8_error`).
-
-    Raises:
-        CorpusError: if the file is not UTF-8; the message names the file, the
-            1-based number of the first bad line, the byte offset and the fix.
-            The file is scanned for it only after ``datasets`` failed to
-            decode it, so reading a good file costs nothing extra.
-    """
-    if _is_empty(path):
-        raise CorpusError(f"{name or path} is empty (no lines); a corpus file holds one "
-                          f"sentence per line: fill it, or point the config at another corpus")
-    try:
-        return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
-                                     cache_dir=cache_dir, keep_linebreaks=False)
-    except (DatasetGenerationError, UnicodeDecodeError) as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, UnicodeDecodeError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        error = invalid_utf8_error(path, name, fix)
-        if error is None:  # datasets failed on something the scan cannot see: say what we know
-            error = CorpusError(f"{name or path} could not be decoded as UTF-8 ({cause}); "
-                                f"corpus files must be UTF-8")
-        raise error from err
-
-
-def _is_empty(path: str | os.PathLike) -> bool:
-    """Whether a plain or gzip file holds no bytes of text."""
-    if os.path.getsize(path) == 0:
-        return True
-    if str(path).endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            return f.read(1) == b""
-    return False
 
 
 def looks_like_local_path(source: str) -> bool:
@@ -257,7 +134,6 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
     if not isinstance(splits, dict):
         splits = {name: name for name in splits}
     if Path(source).is_file():
-        from .tatoeba import load_tatoeba  # here: data.tatoeba imports CorpusError from this module
         return load_tatoeba(source, src_lang, tgt_lang, splits, cache_dir, grouped_split)
     if Path(source).exists():
         out = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .corpus import CorpusError, read_lines
+from .reading import CorpusError, read_lines
 
 __all__ = ["LANGUAGES", "MEMBER", "SPLITS", "GroupedSplit", "extract_member", "group_ids",
            "grouped_split", "load_tatoeba", "read_tatoeba"]

@@ -11,7 +11,8 @@ from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
 from .decoding import BeamSearchOutput, beam_search, greedy_decode, length_penalty
 from .encoder_decoder import EncoderDecoder
-from .encoder import AddNorm, PositionWiseFFN, TransformerEncoder, TransformerEncoderBlock
+from .blocks import AddNorm, PositionWiseFFN
+from .encoder import TransformerEncoder, TransformerEncoderBlock
 from .nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson
 from .positional_encoding import PositionalEncoding
 from .rnn import RNNConfig, RNNEncoderDecoder

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .attention import MultiHeadAttention, causal_valid_lens
-from .encoder import AddNorm, PositionWiseFFN
+from .blocks import AddNorm, PositionWiseFFN
 from .positional_encoding import PositionalEncoding
 
 if TYPE_CHECKING:

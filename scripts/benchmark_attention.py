@@ -72,6 +72,7 @@ import torch  # noqa: E402
 from torch._C._profiler import _EventType  # noqa: E402
 
 from model.attention import MultiHeadAttention  # noqa: E402
+from training.benchmarking import synchronize  # noqa: E402
 from training.options import require_at_least  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
@@ -167,21 +168,17 @@ def make_step(mha: MultiHeadAttention, inputs, dtype: str = "float32"
     return clear, step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def peak_bytes(clear: Callable[[], None], step: Callable[[], None], device: torch.device) -> int:
     """Most bytes of tensors on ``device`` alive at once during ``step()``,
     above those alive before it (see the module docstring for the method)."""
     clear()
     if device.type == "cuda":
-        _sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         step()
-        _sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
@@ -223,20 +220,20 @@ def benchmark(args, device: torch.device) -> list[dict]:
     for variant, (clear, step) in steps.items():
         for i in range(max(1, args.warmup)):
             clear()
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             if i == 0:
                 first_step[variant] = time.perf_counter() - start
     times, cpu_times = {v: [] for v in steps}, {v: [] for v in steps}
     for _ in range(args.repeats):
         for variant, (clear, step) in steps.items():
             clear()
-            _sync(device)
+            synchronize(device)
             start, cpu_start = time.perf_counter(), time.process_time()
             step()
-            _sync(device)
+            synchronize(device)
             times[variant].append(time.perf_counter() - start)
             cpu_times[variant].append(time.process_time() - cpu_start)
     peaks = {v: peak_bytes(clear, step, device) for v, (clear, step) in steps.items()}

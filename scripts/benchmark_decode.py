@@ -24,19 +24,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from training.options import require_at_least  # noqa: E402
+from training.benchmarking import timed  # noqa: E402
 from training.checkpoint import load_translator  # noqa: E402
 from training.evaluation import (corpus_scores, decode_batch, source_batches,  # noqa: E402
                                  translate_batches)
+from training.options import require_at_least  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 
 
@@ -64,23 +63,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     require_at_least(p, args, limit=1, repeats=1, max_tokens=1, threads=1)
     return args
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _timed(run, repeats: int, device: str):
-    """Median seconds of ``repeats`` calls of ``run()`` and its last result."""
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        result = run()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _row(decoding: str, engine: str, hyps, seconds: float, references, device_name: str) -> dict:
@@ -115,7 +97,7 @@ def main(argv=None) -> list[dict]:
                 for batch in batches[:1]:
                     decode_batch(translator.model, translator.tokenizer,
                                  {k: v.to(args.device) for k, v in batch.items()}, decoding)
-            seconds, hyps = _timed(lambda: translate_batches(
+            seconds, hyps = timed(lambda: translate_batches(
                 translator.model, translator.tokenizer, batches, len(sources), args.device,
                 decoding), args.repeats, args.device)
             outputs[use_cache] = [nbest[0].ids for nbest in hyps]
@@ -170,7 +152,7 @@ def ctranslate2_rows(args, translator, sources, references, beams, ours) -> list
             for beam in beams:
                 decoding = translator.decoding(beam_size=beam)
                 ct2.translate_ids(ids[:16], decoding, args.device, args.max_tokens)  # warm-up
-                seconds, hyps = _timed(lambda: ct2.translate_ids(
+                seconds, hyps = timed(lambda: ct2.translate_ids(
                     ids, decoding, args.device, args.max_tokens), args.repeats, args.device)
                 row = _row(decoding.describe(), engine, hyps, seconds, references,
                            ours[beam][0]["device"])

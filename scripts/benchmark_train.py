@@ -88,6 +88,7 @@ from torch import nn  # noqa: E402
 from model.build import config_from_dict  # noqa: E402
 from model.config import TransformerConfig  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
+from training.benchmarking import synchronize  # noqa: E402
 from training.options import require_at_least  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
@@ -256,21 +257,17 @@ def measure_matmul_rate(device: torch.device, dtype: torch.dtype, tries: int = 5
     b = torch.randn(n, n, device=device).to(dtype)
     best = math.inf
     for attempt in range(tries + 1):  # the first one warms up
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(iters):
             torch.matmul(a, b)
-        _sync(device)
+        synchronize(device)
         if attempt:
             best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 * iters / best
 
 
 # ------------------------------------------------------------------ helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
@@ -357,11 +354,11 @@ class BareStep:
         self.optimizer.zero_grad(set_to_none=True)
 
     def run(self, batches: list[dict]) -> float:
-        _sync(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         for batch in batches:
             self.step(batch)
-        _sync(self.device)
+        synchronize(self.device)
         return time.perf_counter() - start
 
 
@@ -379,10 +376,10 @@ def _fit_timer(warmup: int, last: int, device: torch.device):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.indices.append(batch["index"])
             if batch_idx == warmup - 1:
-                _sync(device)
+                synchronize(device)
                 self.start = time.perf_counter()
             elif batch_idx == last:
-                _sync(device)
+                synchronize(device)
                 self.stop = time.perf_counter()
 
     return StepTimer()

@@ -68,7 +68,7 @@ import torch
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from model.decoding import length_penalty
 
-from .checkpoint import CheckpointError, Translator
+from .translator import ENGINES, CheckpointError, Translator
 from .evaluation import DecodingConfig, Hypothesis
 
 __all__ = ["CTranslate2Error", "QUANTIZATIONS", "LENPEN_STYLES", "SETTINGS_FILE",
@@ -453,8 +453,6 @@ def load_ctranslate2(path: str | os.PathLike, device: str | torch.device = "cpu"
 def add_engine_arguments(parser) -> None:
     """Add ``--engine``, ``--threads``, ``--compute-type`` and ``--lenpen-style``
     to a script's ``argparse`` parser (translate.py, evaluate.py)."""
-    from .checkpoint import ENGINES
-
     group = parser.add_argument_group("inference engine")
     group.add_argument("--engine", default="auto", choices=ENGINES,
                        help="auto: PyTorch for a .ckpt file, CTranslate2 for a directory "
