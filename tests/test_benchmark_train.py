@@ -1,4 +1,4 @@
-"""Tests for scripts/benchmark_train.py: what makes its comparison fair, and that it runs.
+"""Tests for model/reference.py and training/train_benchmark.py (scripts/benchmark_train.py): what makes its comparison fair, and that it runs.
 
 The reference network (``torch.nn.Transformer``) with weights copied from ours
 computes the same logits (pre-LN and post-LN, ragged padding); both do the
@@ -21,6 +21,7 @@ from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
 from model.config import TransformerConfig
+from model.reference import ReferenceTransformer, copy_weights, training_matmul_flops
 from model.transformer import Transformer
 from training.runtime import cpu_has_fast_bf16
 
@@ -62,8 +63,8 @@ def padded(valid_len: torch.Tensor, length: int, first: int | None = None) -> to
 
 def model_pair(norm_first: bool, **overrides):
     ours = Transformer(make_config(norm_first, **overrides))
-    ref = bench.ReferenceTransformer(ours.config)
-    bench.copy_weights(ours, ref)
+    ref = ReferenceTransformer(ours.config)
+    copy_weights(ours, ref)
     return ours, ref
 
 
@@ -105,7 +106,7 @@ def test_flop_formula_matches_flop_counter(which, norm_first):
     src, tgt_in = padded(SRC_VALID_LEN, 7), padded(TGT_VALID_LEN, 6, first=BOS)
     with FlopCounterMode(display=False) as counter:
         model(src, SRC_VALID_LEN, tgt_in).sum().backward()
-    assert counter.get_total_flops() == bench.training_matmul_flops(ours.config, 3, 7, 6)
+    assert counter.get_total_flops() == training_matmul_flops(ours.config, 3, 7, 6)
 
 
 def test_main_runs_end_to_end(tmp_path, multi30k_small):

@@ -1,5 +1,5 @@
 """Tests of the attention comparison: its three configs, the SpeedMonitor
-callback (training/callbacks.py) and scripts/compare_attention.py.
+callback (training/callbacks.py), training/compare.py and scripts/compare_attention.py.
 
 References: the YAML files themselves (the two Transformer configs differ only
 in ``model.config.attention``), token counts summed by hand, means and sample
@@ -13,6 +13,7 @@ import csv
 import importlib.util
 import math
 import sys
+import types
 from pathlib import Path
 
 import lightning as L
@@ -47,7 +48,12 @@ def load_script(name: str):
 
 @pytest.fixture(scope="module")
 def compare():
-    return load_script("compare_attention")
+    """The comparison machinery (``training/compare.py``) and the script's ``main``."""
+    import training.compare as machinery
+
+    script = load_script("compare_attention")
+    return types.SimpleNamespace(**{n: getattr(machinery, n) for n in machinery.__all__},
+                                 main=script.main)
 
 
 # ------------------------------------------------------------------ configs
