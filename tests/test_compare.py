@@ -227,6 +227,47 @@ def test_write_report_from_synthetic_runs(compare, tmp_path):
         assert f"({name})" in report
 
 
+def test_significance_is_sacrebleus_paired_bootstrap(compare, tmp_path):
+    """Two models, two seeds, test outputs on disk: per seed and across seeds,
+    the p-values are what sacreBLEU's ``PairedTest`` (paired bootstrap, 1000
+    resamples) gives on the same files; the report and significance.csv have them."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    refs = [f"ein mann {w} auf der strasse ." for w in
+            ("läuft", "steht", "sitzt", "liegt", "tanzt", "singt", "wartet", "spielt")] * 10
+    noisy = {"transformer_dot": 0.2, "rnn": 0.6}  # share of words replaced
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for model, rate in noisy.items():
+        for seed in (1, 2):
+            hyps = [" ".join(w if torch.rand(1, generator=generator).item() > rate else "x"
+                             for w in ref.split()) for ref in refs]
+            folder = tmp_path / f"{model}_seed{seed}"
+            folder.mkdir()
+            (folder / "t.hyp").write_text("\n".join(hyps) + "\n")
+            (folder / "t.ref").write_text("\n".join(refs) + "\n")
+            results.append(compare.RunResult(model, seed, test_hypotheses=str(folder / "t.hyp"),
+                                             test_references=str(folder / "t.ref")))
+    rows = compare.significance(results)
+    assert [(r["baseline"], r["system"], r["seeds"]) for r in rows] == [
+        ("transformer_dot", "rnn", "1"), ("transformer_dot", "rnn", "2"),
+        ("transformer_dot", "rnn", "1 2")]
+    for row in rows:
+        seeds = [int(s) for s in row["seeds"].split()]
+        read = lambda model, ext: sum(((tmp_path / f"{model}_seed{s}" / f"t.{ext}").read_text()
+                                       .split("\n")[:-1] for s in seeds), [])
+        _, want = PairedTest([("b", read("transformer_dot", "hyp")), ("s", read("rnn", "hyp"))],
+                             {"BLEU": BLEU()}, [read("transformer_dot", "ref")],
+                             test_type="bs", n_samples=1000)()
+        assert row["p_value"] == want["BLEU"][1].p_value
+        assert row["baseline_bleu"] == pytest.approx(want["BLEU"][0].score)
+        assert row["system_bleu"] < row["baseline_bleu"] and row["p_value"] < 0.05
+    paths = compare.write_report(results, tmp_path / "report", "cmd", "machine")
+    assert len(list(csv.DictReader(open(paths["significance"], newline="")))) == 3
+    assert "| transformer_dot | rnn | 1 2 |" in paths["report"].read_text()
+
+
 def tiny_config(name: str, tmp_path: Path, data: Path) -> Path:
     """A shipped compare config with a tiny network and the 400-pair corpus."""
     raw = yaml.safe_load(CONFIGS[name].read_text())
@@ -269,6 +310,12 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
         assert len(hyps) == 50
     rows = list(csv.DictReader(open(out / "results.csv", newline="")))
     assert len(rows) == 3 + 2 * 3
-    table = [line.split(" | ") for line in (out / "report.md").read_text().splitlines()
-             if line.startswith("| ") and not line.startswith("| model")]
-    assert [(row[0], row[1]) for row in table] == [(f"| {n}", "1") for n in NAMES]
+    report = (out / "report.md").read_text()
+    first_table = report.split("| model |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    assert [tuple(row.split(" | ")[:2]) for row in first_table] == [(f"| {n}", "1")
+                                                                    for n in NAMES]
+    # paired bootstrap between every pair of the three models (one seed)
+    tests = list(csv.DictReader(open(out / "significance.csv", newline="")))
+    assert [(t["baseline"], t["system"], t["seeds"]) for t in tests] == [
+        (NAMES[0], NAMES[1], "1"), (NAMES[0], NAMES[2], "1"), (NAMES[1], NAMES[2], "1")]
+    assert "## Significance" in report and all(0 <= float(t["p_value"]) <= 1 for t in tests)

@@ -33,7 +33,7 @@ from .checkpoint import load_translator  # noqa: E402
 from .selection import evaluate_translator  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate",
-           "write_report", "plot_curves", "run_comparison"]
+           "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = [REPO / "configs" / f"compare_{name}.yaml"
@@ -82,6 +82,8 @@ class RunResult:
             score them (:func:`training.evaluation.tokenized_bleu`).
         train_loss: ``(step, loss)`` as logged.
         validations: ``(step, wall_time, val_bleu)`` per validation.
+        test_hypotheses, test_references: files of the test outputs and raw
+            references, one line each (for the paired significance tests).
     """
 
     model: str
@@ -101,6 +103,8 @@ class RunResult:
     test_bleu_lc_norm_tok: float = math.nan
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     validations: list[tuple[int, float, float]] = field(default_factory=list)
+    test_hypotheses: str = ""
+    test_references: str = ""
 
 
 # ------------------------------------------------------------------ running
@@ -244,10 +248,13 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
         chrF and the papers' tokenized BLEU) and the parameter count.
     """
     translator = load_translator(ckpt, device)
+    loaded = translator.load_split(resolve=_in_repo)
     hyps, scores = evaluate_translator(translator, translator.decoding(beam_size=1),
-                                       device=device, resolve=_in_repo)
-    (out_dir / f"{scores['split']}.{scores['tgt_lang']}.hyp").write_text(
-        "\n".join(hyps) + "\n", encoding="utf-8")
+                                       device=device, resolve=_in_repo, loaded=loaded)
+    stem = out_dir / f"{scores['split']}.{scores['tgt_lang']}"
+    scores["hypotheses"], scores["references"] = f"{stem}.hyp", f"{stem}.ref"
+    Path(scores["hypotheses"]).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    Path(scores["references"]).write_text("\n".join(loaded[1]) + "\n", encoding="utf-8")
     return scores, translator.model.num_parameters()
 
 
@@ -270,7 +277,69 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> Run
     scores, result.parameters = evaluate_test(ckpt, args.device, run_dir)
     result.test_bleu, result.test_chrf = scores["bleu"], scores["chrf"]
     result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
+    result.test_hypotheses, result.test_references = scores["hypotheses"], scores["references"]
     return result
+
+
+# ------------------------------------------------------------- significance
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def paired_bootstrap(baseline: list[str], system: list[str], references: list[str],
+                     n_samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap resampling (``paired_bs``) of ``system``
+    against ``baseline`` on the same ``references``, cased BLEU.
+
+    Returns:
+        ``{"baseline_bleu", "system_bleu", "p_value", "signature"}``: the p-value
+        of the null hypothesis that the system is no better or worse than the
+        baseline (sacreBLEU's, two-sided as it computes it).
+
+    Source: Koehn 2004, "Statistical Significance Tests for Machine
+    Translation Evaluation"; sacreBLEU's ``--paired-bs`` (``sacrebleu.significance``).
+    """
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    signatures, scores = PairedTest([("baseline", baseline), ("system", system)],
+                                    {"BLEU": BLEU()}, [references], test_type="bs",
+                                    n_samples=n_samples)()
+    base, other = scores["BLEU"]
+    return {"baseline_bleu": float(base.score), "system_bleu": float(other.score),
+            "p_value": float(other.p_value), "signature": str(signatures["BLEU"])}
+
+
+def significance(results: list[RunResult], n_samples: int = 1000) -> list[dict]:
+    """Paired bootstrap p-values on the test split between every pair of models
+    (in the order of ``results``: the first model is each pair's baseline):
+    per seed both models have, and
+    across seeds (each model's outputs of those seeds concatenated, the
+    references repeated alongside).
+
+    Returns:
+        Rows ``{"baseline", "system", "seeds", "baseline_bleu", "system_bleu",
+        "p_value", "signature"}``; empty if fewer than two models have test
+        outputs.
+    """
+    runs = {(r.model, r.seed): r for r in results if r.status == "ok" and r.test_hypotheses}
+    models = list(dict.fromkeys(model for model, _ in runs))
+    rows = []
+    for i, baseline in enumerate(models):
+        for system in models[i + 1:]:
+            seeds = [seed for (model, seed) in runs if model == baseline
+                     and (system, seed) in runs]
+            groups = [[seed] for seed in seeds] + ([seeds] if len(seeds) > 1 else [])
+            for group in groups:
+                base, other, refs = [], [], []
+                for seed in group:
+                    base += _lines(runs[baseline, seed].test_hypotheses)
+                    other += _lines(runs[system, seed].test_hypotheses)
+                    refs += _lines(runs[baseline, seed].test_references)
+                row = paired_bootstrap(base, other, refs, n_samples)
+                rows.append({"baseline": baseline, "system": system,
+                             "seeds": " ".join(map(str, group)), **row})
+    return rows
 
 
 # ---------------------------------------------------------------- reporting
@@ -341,7 +410,8 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
 
     Returns:
         The written files by name (``report``, ``csv``, ``val_bleu_steps``,
-        ``val_bleu_time``, ``train_loss``).
+        ``val_bleu_time``, ``train_loss``, and ``significance`` when two models
+        have test outputs: :func:`significance`'s rows as CSV).
     """
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(results)
@@ -382,6 +452,21 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
         cells = [_cell(stats[name][0], math.nan if name == "parameters" else stats[name][1], fmt)
                  for name, _, fmt in COLUMNS]
         lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+    tests = significance(results)
+    if tests:
+        paths["significance"] = out / "significance.csv"
+        with open(paths["significance"], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(tests[0]))
+            writer.writeheader()
+            writer.writerows(tests)
+        lines += ["", "## Significance (test split, cased BLEU)", "",
+                  "sacreBLEU paired bootstrap resampling (`paired_bs`, 1000 resamples; "
+                  f"`{tests[0]['signature']}`): per seed, and across seeds (the seeds' "
+                  "outputs concatenated). p < 0.05: the difference is unlikely to be noise.", "",
+                  "| baseline | system | seeds | baseline BLEU | system BLEU | p-value |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {t['baseline']} | {t['system']} | {t['seeds']} | {t['baseline_bleu']:.2f} "
+                  f"| {t['system_bleu']:.2f} | {t['p_value']:.4f} |" for t in tests]
     failed = [r for r in results if r.status != "ok"]
     if failed:
         lines += ["", "Runs without results:", ""]
