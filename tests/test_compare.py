@@ -319,3 +319,8 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     assert [(t["baseline"], t["system"], t["seeds"]) for t in tests] == [
         (NAMES[0], NAMES[1], "1"), (NAMES[0], NAMES[2], "1"), (NAMES[1], NAMES[2], "1")]
     assert "## Significance" in report and all(0 <= float(t["p_value"]) <= 1 for t in tests)
+    # one attention heatmap of the same test sentence per model, in the report
+    for n in NAMES:
+        png = out / f"{n}_seed1" / "attention.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({n}_seed1/attention.png)" in report

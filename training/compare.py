@@ -7,8 +7,10 @@ describes the outputs and budgets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
+import io
 import math
 import os
 import platform
@@ -31,6 +33,7 @@ import yaml  # noqa: E402
 
 from .checkpoint import load_translator  # noqa: E402
 from .selection import evaluate_translator  # noqa: E402
+from .translation import plot_cross_attention  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
@@ -84,6 +87,8 @@ class RunResult:
         validations: ``(step, wall_time, val_bleu)`` per validation.
         test_hypotheses, test_references: files of the test outputs and raw
             references, one line each (for the paired significance tests).
+        attention_plot: heatmap of the encoder–decoder attention on the first
+            test sentence (the same sentence for every model).
     """
 
     model: str
@@ -105,6 +110,7 @@ class RunResult:
     validations: list[tuple[int, float, float]] = field(default_factory=list)
     test_hypotheses: str = ""
     test_references: str = ""
+    attention_plot: str = ""
 
 
 # ------------------------------------------------------------------ running
@@ -255,6 +261,12 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
     scores["hypotheses"], scores["references"] = f"{stem}.hyp", f"{stem}.ref"
     Path(scores["hypotheses"]).write_text("\n".join(hyps) + "\n", encoding="utf-8")
     Path(scores["references"]).write_text("\n".join(loaded[1]) + "\n", encoding="utf-8")
+    # The same test sentence for every model: how its attention aligns.
+    (nbest,) = translator.translate_ids(translator.tokenizer.encode(loaded[0][:1]),
+                                        translator.decoding(beam_size=1), device)
+    scores["attention_plot"] = str(out_dir / "attention.png")
+    with contextlib.redirect_stderr(io.StringIO()):
+        plot_cross_attention(translator, loaded[0][0], nbest[0], scores["attention_plot"], device)
     return scores, translator.model.num_parameters()
 
 
@@ -278,6 +290,7 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> Run
     result.test_bleu, result.test_chrf = scores["bleu"], scores["chrf"]
     result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
     result.test_hypotheses, result.test_references = scores["hypotheses"], scores["references"]
+    result.attention_plot = scores["attention_plot"]
     return result
 
 
@@ -467,6 +480,18 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
                   "|---|---|---|---|---|---|"]
         lines += [f"| {t['baseline']} | {t['system']} | {t['seeds']} | {t['baseline_bleu']:.2f} "
                   f"| {t['system_bleu']:.2f} | {t['p_value']:.4f} |" for t in tests]
+    plots = {}
+    for r in results:  # one heatmap per model: its first seed's
+        if r.status == "ok" and r.attention_plot and Path(r.attention_plot).is_file():
+            plots.setdefault(r.model, (r.seed, r.attention_plot))
+    if plots:
+        lines += ["", "## Attention on the first test sentence", "",
+                  "Encoder–decoder attention of each model (first seed) while it reads its own "
+                  "greedy translation of the first test sentence: the Transformers' last "
+                  "decoder block (mean over heads), the GRU's additive attention.", ""]
+        for model, (seed, plot) in plots.items():
+            relative = os.path.relpath(plot, out)
+            lines += [f"![{model}, seed {seed}]({relative})", ""]
     failed = [r for r in results if r.status != "ok"]
     if failed:
         lines += ["", "Runs without results:", ""]

@@ -82,8 +82,12 @@ def translate_lines(translator: Translator, lines: list[str], decoding: Decoding
 @torch.no_grad()
 def plot_cross_attention(translator: Translator, sentence: str, hypothesis: Hypothesis,
                          path: str, device: str) -> None:
-    """Heatmap of the last decoder block's encoder–decoder attention (mean over
-    heads) while the model reads ``hypothesis``, with subword tick labels."""
+    """Heatmap of the encoder–decoder attention while the model reads
+    ``hypothesis``, with subword tick labels: a Transformer's last decoder
+    block (mean over heads), or the GRU decoder's additive attention.
+
+    Shapes: the plotted matrix is ``(T, S)``: output subwords x source subwords.
+    """
     from training.plotting import show_heatmaps
 
     model, tokenizer = translator.model, translator.tokenizer
@@ -94,11 +98,15 @@ def plot_cross_attention(translator: Translator, sentence: str, hypothesis: Hypo
     model.keep_attention_weights(True)
     try:
         model.decode(tgt_in, model.encode(src, src_valid_len), src_valid_len)
-        weights = model.decoder.blks[-1].attention2.attention.attention_weights  # (1, H, T, S)
+        if hasattr(model.decoder, "blks"):  # Transformer: last block, mean over heads
+            weights = model.decoder.blks[-1].attention2.attention.attention_weights.mean(1)
+            title = "encoder-decoder attention (last block)"
+        else:  # GRU decoder: its additive attention at every step
+            weights, title = model.decoder.attention_weights, "additive attention (GRU decoder)"
     finally:
         model.keep_attention_weights(False)
-    show_heatmaps(weights.mean(dim=1, keepdim=True), xlabel="source subwords",
-                  ylabel="output subwords", titles=["encoder-decoder attention (last block)"],
+    show_heatmaps(weights[:, None], xlabel="source subwords",  # (1, 1, T, S)
+                  ylabel="output subwords", titles=[title],
                   figsize=(max(4.0, 0.35 * src.shape[1]), max(4.0, 0.35 * tgt_in.shape[1])),
                   xticklabels=tokenizer.pieces(src[0].tolist()),
                   yticklabels=tokenizer.pieces(hypothesis.ids), path=path)
