@@ -186,6 +186,7 @@ def synthetic_results(compare) -> list:
                 model, seed, parameters=1000.0, train_tokens_per_sec=5000 + 100 * delta,
                 peak_memory_mb=800.0, wall_time=60 + delta, process_seconds=75.0, steps=300,
                 best_step=300, val_bleu=base + delta, val_chrf=2 * base + delta,
+                val_bleu_lc_norm_tok=base + 0.5 + delta,
                 test_bleu=base + delta / 2, test_chrf=2 * base,
                 test_bleu_lc_norm_tok=base + 1 + delta,
                 train_loss=[(s, 8 - s / 100 + delta / 10) for s in range(0, 301, 25)],
@@ -218,10 +219,10 @@ def test_write_report_from_synthetic_runs(compare, tmp_path):
     table = [line for line in report.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| model | runs | parameters | train tokens/s | peak memory")
     assert table[1] == ("| transformer_dot | 2 | 1,000 | 5,000 ± 141 | 800 ± 0 | 60 ± 1 | "
-                        "20.00 ± 1.41 | 40.00 ± 1.41 | 20.00 ± 0.71 | 40.00 ± 0.00 | "
+                        "20.00 ± 1.41 | 40.00 ± 1.41 | 20.50 ± 1.41 | 20.00 ± 0.71 | 40.00 ± 0.00 | "
                         "21.00 ± 1.41 |")
     assert table[2].startswith("| rnn | 2 | 1,000 | ")
-    assert table[3] == "| transformer_additive | 0 | " + " | ".join(["–"] * 9) + " |"
+    assert table[3] == "| transformer_additive | 0 | " + " | ".join(["–"] * 10) + " |"
     assert "transformer_additive seed 1: failed" in report
     for name in ("val_bleu_steps.png", "val_bleu_time.png", "train_loss.png"):
         assert f"({name})" in report
@@ -302,6 +303,7 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
         refs = read_raw(multi30k_small, "test_2016_flickr", "de")
         assert r.test_bleu_lc_norm_tok == pytest.approx(
             tokenized_bleu(hyps, refs, "de")["bleu_lc_norm_tok"])
+        assert 0 <= r.val_bleu_lc_norm_tok <= 100
         assert r.train_loss
         translator = load_translator(out / f"{r.model}_seed1" / "checkpoints" / "best.ckpt")
         assert translator.model.num_parameters() == r.parameters

@@ -52,12 +52,13 @@ COLUMNS = [
     ("wall_time", "wall time (s)", "{:,.0f}"),
     ("val_bleu", "val BLEU", "{:.2f}"),
     ("val_chrf", "val chrF", "{:.2f}"),
+    ("val_bleu_lc_norm_tok", "val papers' BLEU (lc.norm.tok)", "{:.2f}"),
     ("test_bleu", "test BLEU", "{:.2f}"),
     ("test_chrf", "test chrF", "{:.2f}"),
     ("test_bleu_lc_norm_tok", "test papers' BLEU (lc.norm.tok)", "{:.2f}"),
 ]
 CSV_FIELDS = ["model", "seed", "status", "parameters", "train_tokens_per_sec", "peak_memory_mb",
-              "wall_time", "process_seconds", "steps", "best_step", "val_bleu", "val_chrf",
+              "wall_time", "process_seconds", "steps", "best_step", "val_bleu", "val_chrf", "val_bleu_lc_norm_tok",
               "test_bleu", "test_chrf", "test_bleu_lc_norm_tok"]
 
 
@@ -80,6 +81,8 @@ class RunResult:
         steps: optimizer updates done.
         best_step: update of the best validation BLEU (``best.ckpt``).
         val_bleu, val_chrf: the best validation BLEU and the chrF of that validation.
+        val_bleu_lc_norm_tok: ``best.ckpt`` on the validation split (greedy),
+            scored as Multi30k papers score (:func:`training.evaluation.tokenized_bleu`).
         test_bleu, test_chrf: ``best.ckpt`` on the test split, greedy decoding.
         test_bleu_lc_norm_tok: the same hypotheses scored as Multi30k papers
             score them (:func:`training.evaluation.tokenized_bleu`).
@@ -103,6 +106,7 @@ class RunResult:
     best_step: int = -1
     val_bleu: float = math.nan
     val_chrf: float = math.nan
+    val_bleu_lc_norm_tok: float = math.nan
     test_bleu: float = math.nan
     test_chrf: float = math.nan
     test_bleu_lc_norm_tok: float = math.nan
@@ -247,7 +251,8 @@ def _in_repo(path: str) -> str:
 
 
 def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
-    """Greedy test-split scores of a checkpoint (hypotheses written to ``out_dir``).
+    """Greedy test-split scores of a checkpoint (hypotheses, references and an
+    attention heatmap written to ``out_dir``), and its papers' BLEU on val.
 
     Returns:
         :func:`training.selection.evaluate_translator`'s scores (cased BLEU,
@@ -261,6 +266,11 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
     scores["hypotheses"], scores["references"] = f"{stem}.hyp", f"{stem}.ref"
     Path(scores["hypotheses"]).write_text("\n".join(hyps) + "\n", encoding="utf-8")
     Path(scores["references"]).write_text("\n".join(loaded[1]) + "\n", encoding="utf-8")
+    valid_split = translator.data_hparams.get("valid_split")
+    if valid_split:  # the papers' BLEU on val too (the logs hold only cased val BLEU)
+        _, val_scores = evaluate_translator(translator, translator.decoding(beam_size=1),
+                                            valid_split, device=device, resolve=_in_repo)
+        scores["val_bleu_lc_norm_tok"] = val_scores["bleu_lc_norm_tok"]
     # The same test sentence for every model: how its attention aligns.
     (nbest,) = translator.translate_ids(translator.tokenizer.encode(loaded[0][:1]),
                                         translator.decoding(beam_size=1), device)
@@ -291,6 +301,7 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> Run
     result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
     result.test_hypotheses, result.test_references = scores["hypotheses"], scores["references"]
     result.attention_plot = scores["attention_plot"]
+    result.val_bleu_lc_norm_tok = scores.get("val_bleu_lc_norm_tok", math.nan)
     return result
 
 
@@ -504,7 +515,9 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
         "on a GPU, peak resident set size of the training process on a CPU. Wall time: "
         "training start to the last validation, validations included (start-up and "
         "tokenization not). Val BLEU/chrF: the best validation (the one `best.ckpt` "
-        "holds); test BLEU/chrF: `best.ckpt` on the test split. All decoding is greedy, "
+        "holds); test BLEU/chrF: `best.ckpt` on the test split. Papers' BLEU: `best.ckpt` "
+        "on val and test scored as Multi30k papers score (lowercased, Moses-normalized "
+        "and -tokenized, against the official lc.norm.tok references). All decoding is greedy, "
         "scores are sacreBLEU's (BLEU 13a, chrF) in percent. Per-run values: "
         "`results.csv`.", "",
         "![validation BLEU against updates](val_bleu_steps.png)", "",
