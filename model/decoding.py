@@ -8,18 +8,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["greedy_decode", "beam_search", "BeamSearchOutput", "length_penalty"]
+__all__ = ["greedy_decode", "beam_search", "BeamSearchOutput", "length_penalty", "length_limits"]
+
+
+def length_limits(src_valid_len: torch.Tensor, max_len_a: float, max_len_b: int,
+                  model_max_len: int | None = None) -> torch.Tensor:
+    """Per-sentence output limits ``a * S + b`` in tokens, EOS included.
+
+    ``S`` is the source length with its EOS. Capped so that BOS + output fits
+    ``model_max_len`` (the positional encoding's length), and at least 1.
+
+    Shapes:
+        ``src_valid_len`` ``(B,)`` -> ``(B,)`` int64.
+
+    Source: fairseq's ``--max-len-a/--max-len-b``.
+    """
+    max_lens = (src_valid_len.float() * max_len_a + max_len_b).long()  # (B,)
+    if model_max_len is not None:
+        max_lens = max_lens.clamp(max=model_max_len - 1)
+    return max_lens.clamp(min=1)
 
 
 def _length_limits(model: nn.Module, src_valid_len: torch.Tensor, max_len_a: float,
                    max_len_b: int) -> tuple[torch.Tensor, int]:
-    """Per-sentence output limits ``a * S + b`` (EOS included), capped so that
-    BOS + output fits the model's ``max_len``; and the largest of them."""
-    max_lens = (src_valid_len.float() * max_len_a + max_len_b).long()  # (B,)
+    """:func:`length_limits` for ``model`` (its ``config.max_len``), and the largest."""
     model_max = getattr(getattr(model, "config", None), "max_len", None)
-    if model_max is not None:
-        max_lens = max_lens.clamp(max=model_max - 1)
-    max_lens = max_lens.clamp(min=1)
+    max_lens = length_limits(src_valid_len, max_len_a, max_len_b, model_max)
     return max_lens, int(max_lens.max().item())
 
 

@@ -35,6 +35,7 @@ from data.corpus import CorpusError  # noqa: E402
 from training.checkpoint import CheckpointError, load_translator  # noqa: E402
 from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
 from training.evaluation import TOKENIZED_BLEU_NAME, DecodingError  # noqa: E402
+from training.options import require_at_least  # noqa: E402
 from training.selection import evaluate_translator, select_on_split  # noqa: E402
 
 
@@ -72,14 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_engine_arguments(p)
     args = p.parse_args(argv)
     args.engine_options = engine_options(p, args)
-    for beam in args.beam or []:
-        if beam < 1:
-            p.error(f"--beam {beam} must be at least 1 (1 is greedy)")
-    for lenpen in args.lenpen or []:
-        if not lenpen >= 0:
-            p.error(f"--lenpen {lenpen} must be >= 0")
-    if args.max_tokens < 1:
-        p.error(f"--max-tokens {args.max_tokens} must be at least 1")
+    require_at_least(p, args, beam=1, lenpen=0, max_tokens=1)
     if args.select_on and args.select_on == args.split:
         p.error(f"--select-on {args.select_on} is also the split to report (--split); choose on "
                 f"the validation split and report another")

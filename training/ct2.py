@@ -66,10 +66,11 @@ import numpy as np
 import torch
 
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from model.decoding import length_penalty
+from model.decoding import length_limits, length_penalty
 
-from .translator import ENGINES, CheckpointError, Translator
 from .evaluation import DecodingConfig, Hypothesis
+from .options import require_at_least
+from .translator import ENGINES, CheckpointError, Translator
 
 __all__ = ["CTranslate2Error", "QUANTIZATIONS", "LENPEN_STYLES", "SETTINGS_FILE",
            "TOKENIZER_FILE", "is_ctranslate2_model", "transformer_spec", "encoder_spec",
@@ -143,10 +144,6 @@ def _check_exportable(model: torch.nn.Module, where: str) -> None:
             f"translate this one with scripts/translate.py --ckpt")
 
 
-def _embeddings(model) -> np.ndarray:
-    return _array(model.src_embedding.weight)
-
-
 def _set_self_attention(spec, attention, ln: torch.nn.LayerNorm) -> None:
     """``MultiHeadAttention`` + its ``AddNorm`` LayerNorm -> fused QKV, output, norm."""
     _set_fused(spec.linear[0], [attention.W_q, attention.W_k, attention.W_v])
@@ -164,7 +161,7 @@ def _set_ffn(spec, ffn, ln: torch.nn.LayerNorm) -> None:
 def _fill_encoder(spec, model) -> None:
     """Our ``TransformerEncoder`` -> a ``TransformerEncoderSpec`` (pre- or post-LN)."""
     enc = model.encoder
-    spec.embeddings[0].weight = _embeddings(model)
+    spec.embeddings[0].weight = _array(enc.embedding.weight)
     spec.scale_embeddings = True
     spec.position_encodings.encodings = _array(enc.pos_encoding.P[0])  # (max_len, D)
     for layer, blk in zip(spec.layer, enc.blks):
@@ -374,16 +371,15 @@ class CTranslate2Translator(Translator):
             return []
         sp, limit = self.tokenizer.sp, self.max_len
         sources = [[sp.id_to_piece(i) for i in seq[: limit - 1]] for seq in ids]
-        src_lens = np.array([len(seq) + 1 for seq in sources], dtype=np.float64)  # EOS included
-        max_lens = np.clip((src_lens * decoding.max_len_a + decoding.max_len_b).astype(np.int64),
-                           1, limit - 1)  # as model.decoding._length_limits
+        src_lens = torch.tensor([len(seq) + 1 for seq in sources])  # EOS included
+        max_lens = length_limits(src_lens, decoding.max_len_a, decoding.max_len_b, limit)
         beam = decoding.beam_size
         gnmt = beam > 1 and self.lenpen_style == "gnmt"
         results = self.engine.translate_batch(
             sources, max_batch_size=max_tokens, batch_type="tokens", beam_size=beam,
             num_hypotheses=beam if gnmt else decoding.nbest,
             length_penalty=0.0 if gnmt else decoding.alpha,
-            max_decoding_length=int(max_lens.max()), min_decoding_length=0,  # EOS first: as ours
+            max_decoding_length=int(max_lens.max().item()), min_decoding_length=0,  # EOS first: as ours
             return_scores=beam > 1,
             suppress_sequences=[[sp.id_to_piece(PAD_ID)], [sp.id_to_piece(BOS_ID)]],
             max_input_length=0)
@@ -470,7 +466,6 @@ def add_engine_arguments(parser) -> None:
 def engine_options(parser, args) -> dict:
     """The ``load_translator`` keyword arguments of :func:`add_engine_arguments`'s
     options; a bad value ends the script with ``parser.error`` (exit status 2)."""
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
+    require_at_least(parser, args, threads=1)
     return {"engine": args.engine, "threads": args.threads, "compute_type": args.compute_type,
             "lenpen_style": args.lenpen_style}

@@ -149,12 +149,13 @@ def translate_batches(model: nn.Module, tokenizer: Tokenizer,
     return hyps  # type: ignore[return-value]
 
 
-def source_batches(tokenizer: Tokenizer, sentences: list[str], max_len: int,
+def source_batches(tokenizer: Tokenizer, sentences: list[str] | None, max_len: int,
                    max_tokens: int = 8192, ids: list[list[int]] | None = None
                    ) -> tuple[DataLoader, list[bool]]:
     """Length-bucketed batches of raw source sentences.
 
-    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already.
+    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already
+    (``sentences`` may then be None).
 
     Returns:
         The batches and, per sentence, whether it was truncated to ``max_len``.

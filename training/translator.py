@@ -61,15 +61,15 @@ class Translator:
     def translate_ids(self, ids: list[list[int]], decoding: DecodingConfig,
                       device: str | torch.device = "cpu", max_tokens: int = 8192
                       ) -> list[list[Hypothesis]]:
-        """Translate N sources given as piece ids (no EOS) in length-bucketed batches of at most ``max_tokens`` source tokens.
+        """Translate N sources given as piece ids (no EOS) in length-bucketed
+        batches of at most ``max_tokens`` source tokens.
 
         Sources longer than ``max_len - 1`` pieces are truncated. Returns, per
         source in input order, its ``decoding.nbest`` hypotheses, best first.
         """
         if not ids:
             return []
-        loader, _ = source_batches(self.tokenizer, [""] * len(ids), self.max_len, max_tokens,
-                                   ids=ids)
+        loader, _ = source_batches(self.tokenizer, None, self.max_len, max_tokens, ids=ids)
         return translate_batches(self.model, self.tokenizer, loader, len(ids), device, decoding)
 
     def decoding(self, **overrides) -> DecodingConfig:
