@@ -10,7 +10,8 @@ scaled dot-product attention), ``configs/compare_transformer_additive.yaml``
 configs can be given as arguments. Each (config, seed) trains as a subprocess
 of ``scripts/train.py`` with an override YAML (``override.yaml`` in the run
 folder) that sets the seed and the budget and sends logs and checkpoints to
-``OUT/<name>_seed<k>/`` (an existing folder of that name is replaced). Then
+``OUT/<name>_seed<k>/`` (an existing folder of that name is replaced, unless
+``--resume`` finds a finished run there: see below). Then
 its ``best.ckpt`` (best validation BLEU) is decoded greedily on the test
 split in this process and scored with
 :func:`training.selection.evaluate_translator` (cased BLEU, chrF and the
@@ -25,6 +26,17 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   BLEU against updates and against training wall-clock seconds, and the
   training loss; one colour per model, the mean over seeds drawn solid and
   each seed faintly.
+
+- ``OUT/<name>_seed<k>/result.json``: that run's figures, which
+  ``--resume`` reads back instead of training the run again when the config
+  file, seed and budget are the same (a run that failed, or one with another
+  budget, trains again). Runs go seed by seed (every model's seed 1, then
+  seed 2, ...), so a comparison stopped part-way (``Ctrl-C``, the end of a
+  session) and resumed later has covered the models evenly. The report names
+  the machine of every run that trained on another one.
+- an "equal wall time" table in ``report.md``: the same runs read when the
+  fastest model had spent its update budget (best validation BLEU logged
+  by then, updates by then).
 
 Speed, wall time and memory come from :class:`training.callbacks.SpeedMonitor`
 (in every compare config, added to other configs), logged with the
@@ -78,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validations per run, at equal step intervals")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare",
                    help="report folder; runs go to OUT/<name>_seed<k>/")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished runs in OUT (same config, seed and budget: their "
+                        "result.json) instead of training them again; others are (re)trained")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="device of the test-set decoding in this process")
     p.add_argument("--threads", type=int, default=None,

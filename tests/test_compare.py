@@ -269,6 +269,46 @@ def test_significance_is_sacrebleus_paired_bootstrap(compare, tmp_path):
     assert "| transformer_dot | rnn | 1 2 |" in paths["report"].read_text()
 
 
+def test_equal_time_reads_each_run_at_the_fastest_models_budget(compare, tmp_path):
+    """T = the fastest model's mean final wall time; each run's best validation
+    BLEU among those logged by T, its updates by then and the budget share."""
+    fast = [compare.RunResult("fast", seed, validations=[(100, 20 + d, 10.0 + d),
+                                                         (200, 40 + d, 15.0 + d)])
+            for seed, d in ((1, -2.0), (2, 2.0))]  # final wall times 38 and 42: T = 40
+    slow = [compare.RunResult("slow", 1, validations=[(100, 30, 12.0), (200, 39, 11.0),
+                                                      (300, 90, 25.0)]),
+            compare.RunResult("slow", 2, validations=[(100, 41, 30.0), (200, 80, 31.0)])]
+    T, table = compare.equal_time(fast + slow + [compare.RunResult("x", 1, status="failed")])
+    assert T == pytest.approx(40.0)
+    # fast seed 1: both validations by T (best 13.0 after 200 updates); seed 2 logs its
+    # second at 42 s > T, so only its first counts (12.0 after 100 updates)
+    assert table["fast"]["val_bleu"] == (pytest.approx(12.5), pytest.approx(0.5 ** 0.5), 2)
+    assert table["fast"]["steps"][0] == pytest.approx(150.0)
+    # slow seed 1: best of the first two (12.0, not the later 11.0); seed 2: none by T
+    assert table["slow"]["val_bleu"][0] == pytest.approx(12.0) and table["slow"]["val_bleu"][2] == 1
+    assert table["slow"]["steps"][0] == 200 and table["slow"]["fraction"][0] == pytest.approx(2 / 3)
+    assert "x" not in table
+    report = compare.write_report(fast + slow, tmp_path, "cmd", "m")["report"].read_text()
+    assert "## At equal wall time (40 s of training)" in report
+    assert "| slow | 1 | 12.00 | 200 | 67% |" in report
+
+
+def test_saved_result_is_reused_only_for_the_same_run(compare, tmp_path):
+    """result.json round-trips a RunResult; another key, a failed run or a broken
+    file is not reused."""
+    run = synthetic_results(compare)[0]
+    key = {"config_sha256": "abc", "override": {"seed_everything": 1, "trainer": {"max_steps": 9}}}
+    compare.save_result(run, tmp_path, key)
+    assert compare.load_result(tmp_path, key) == run
+    assert compare.load_result(tmp_path, {**key, "config_sha256": "abd"}) is None
+    assert compare.load_result(tmp_path, {**key, "override": {"seed_everything": 2}}) is None
+    failed = compare.RunResult("rnn", 1, status="failed (exit code 1)")
+    compare.save_result(failed, tmp_path, key)
+    assert compare.load_result(tmp_path, key) is None
+    (tmp_path / "result.json").write_text("{not json")
+    assert compare.load_result(tmp_path, key) is None
+
+
 def tiny_config(name: str, tmp_path: Path, data: Path) -> Path:
     """A shipped compare config with a tiny network and the 400-pair corpus."""
     raw = yaml.safe_load(CONFIGS[name].read_text())
@@ -326,3 +366,10 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
         png = out / f"{n}_seed1" / "attention.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({n}_seed1/attention.png)" in report
+    # --resume reads the finished runs back (nothing retrains) and writes the same report
+    logs = {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES}
+    again = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1",
+                          "--out", str(out), "--device", "cpu", "--threads", "1", "--resume"])
+    assert again == results
+    assert {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES} == logs
+    assert "## At equal wall time" in (out / "report.md").read_text()

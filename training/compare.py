@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import copy
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import platform
@@ -19,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +37,8 @@ from .checkpoint import load_translator  # noqa: E402
 from .selection import evaluate_translator  # noqa: E402
 from .translation import plot_cross_attention  # noqa: E402
 
-__all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate",
+__all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
+           "save_result", "load_result", "finished_run",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +95,7 @@ class RunResult:
             references, one line each (for the paired significance tests).
         attention_plot: heatmap of the encoder–decoder attention on the first
             test sentence (the same sentence for every model).
+        machine: :func:`machine_description` of the machine that trained it.
     """
 
     model: str
@@ -115,6 +119,7 @@ class RunResult:
     test_hypotheses: str = ""
     test_references: str = ""
     attention_plot: str = ""
+    machine: str = ""
 
 
 # ------------------------------------------------------------------ running
@@ -280,28 +285,84 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
     return scores, translator.model.num_parameters()
 
 
-def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace) -> RunResult:
-    """Train, read the logs and test one (config, seed)."""
-    result = RunResult(model_name(config), seed)
-    run_dir = out / f"{result.model}_seed{seed}"
+RESULT_FILE = "result.json"
+
+
+def _run_key(config: Path, override: dict) -> dict:
+    """What makes two runs the same: the config file's bytes and the override (seed, budget, folders)."""
+    return {"config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
+            "override": override}
+
+
+def save_result(result: RunResult, run_dir: Path, key: dict) -> Path:
+    """Write ``run_dir/result.json`` (the :class:`RunResult` and the run's key),
+    atomically, so ``--resume`` can reuse a finished run."""
+    path = run_dir / RESULT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"key": key, "result": asdict(result)}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(run_dir: Path, key: dict) -> RunResult | None:
+    """The :class:`RunResult` of a finished run in ``run_dir`` whose config and
+    override equal ``key`` and whose status is ok; None otherwise (no file, an
+    unreadable one, another budget, seed or config, or a failed run)."""
+    try:
+        saved = json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
+        return None
+    known = {f.name for f in fields(RunResult)}
+    values = {k: v for k, v in saved.get("result", {}).items() if k in known}
+    for name in ("train_loss", "validations"):
+        values[name] = [tuple(point) for point in values.get(name, [])]
+    try:
+        result = RunResult(**values)
+    except TypeError:
+        return None
+    return result if result.status == "ok" else None
+
+
+def _run_dir_and_override(config: Path, seed: int, out: Path,
+                          args: argparse.Namespace) -> tuple[Path, dict]:
+    run_dir = out / f"{model_name(config)}_seed{seed}"
     raw = yaml.safe_load(Path(config).read_text())
-    override = run_override(raw, run_dir, seed, args.max_steps, args.max_minutes, args.num_evals)
+    return run_dir, run_override(raw, run_dir, seed, args.max_steps, args.max_minutes,
+                                 args.num_evals)
+
+
+def finished_run(config: Path, seed: int, out: Path, args: argparse.Namespace) -> RunResult | None:
+    """The saved result of this (config, seed) under ``out`` if it finished with
+    the same config file, seed and budget (:func:`load_result`), else None."""
+    run_dir, override = _run_dir_and_override(config, seed, out, args)
+    return load_result(run_dir, _run_key(config, override))
+
+
+def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace,
+            machine: str = "") -> RunResult:
+    """Train, read the logs and test one (config, seed); the result is saved
+    in the run folder (``result.json``, see :func:`save_result`)."""
+    result = RunResult(model_name(config), seed, machine=machine)
+    run_dir, override = _run_dir_and_override(config, seed, out, args)
+    key = _run_key(config, override)
     code, result.process_seconds = train(config, run_dir, override, args.threads)
     fill_from_metrics(result, read_metrics(run_dir))
-    if code != 0:
-        result.status = f"failed (exit code {code}, see {run_dir / 'train.log'})"
-        return result
     ckpt_dir = run_dir / "checkpoints"
     ckpt = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else ckpt_dir / "last.ckpt"
-    if not ckpt.is_file():
+    if code != 0:
+        result.status = f"failed (exit code {code}, see {run_dir / 'train.log'})"
+    elif not ckpt.is_file():
         result.status = "no checkpoint (no validation ran: raise the budget or --num-evals)"
-        return result
-    scores, result.parameters = evaluate_test(ckpt, args.device, run_dir)
-    result.test_bleu, result.test_chrf = scores["bleu"], scores["chrf"]
-    result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
-    result.test_hypotheses, result.test_references = scores["hypotheses"], scores["references"]
-    result.attention_plot = scores["attention_plot"]
-    result.val_bleu_lc_norm_tok = scores.get("val_bleu_lc_norm_tok", math.nan)
+    else:
+        scores, result.parameters = evaluate_test(ckpt, args.device, run_dir)
+        result.test_bleu, result.test_chrf = scores["bleu"], scores["chrf"]
+        result.test_bleu_lc_norm_tok = scores["bleu_lc_norm_tok"]
+        result.test_hypotheses, result.test_references = scores["hypotheses"], scores["references"]
+        result.attention_plot = scores["attention_plot"]
+        result.val_bleu_lc_norm_tok = scores.get("val_bleu_lc_norm_tok", math.nan)
+    save_result(result, run_dir, key)
     return result
 
 
@@ -380,6 +441,47 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, tuple[float, floa
             std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             table[model][name] = (mean, std, len(values))
     return table
+
+
+def equal_time(results: list[RunResult]) -> tuple[float, dict[str, dict[str, tuple]]]:
+    """The comparison at equal training wall time, read from the validation curves.
+
+    The time ``T`` is the shortest mean (over seeds) final wall time of any
+    model: when the fastest model has spent its update budget. Each run's
+    score at ``T`` is its best validation BLEU among the validations logged
+    at or before ``T`` (what ``best.ckpt`` would hold had training stopped
+    there); its updates by ``T`` are those of its last such validation.
+
+    Returns:
+        ``(T, table)``; ``table[model]`` holds ``"val_bleu"`` and ``"steps"``
+        as (mean, sample std or NaN, runs) over the runs with a validation by
+        ``T``, and ``"fraction"``, the mean share of the update budget done by
+        ``T``. ``T`` is NaN (and the table empty) without wall times.
+    """
+    ok = [r for r in results if r.status == "ok" and r.validations]
+    finals: dict[str, list[float]] = {}
+    for r in ok:
+        if not math.isnan(r.validations[-1][1]):
+            finals.setdefault(r.model, []).append(r.validations[-1][1])
+    if not finals:
+        return math.nan, {}
+    budget = min(float(np.mean(v)) for v in finals.values())
+    table: dict[str, dict[str, tuple]] = {}
+    for model in dict.fromkeys(r.model for r in ok):
+        bleu, steps, fraction = [], [], []
+        for r in (r for r in ok if r.model == model):
+            before = [v for v in r.validations if not math.isnan(v[1]) and v[1] <= budget + 1e-6]
+            if before:
+                bleu.append(max(v[2] for v in before))
+                steps.append(before[-1][0])
+                fraction.append(before[-1][0] / r.validations[-1][0])
+        stats = {}
+        for name, values in (("val_bleu", bleu), ("steps", steps), ("fraction", fraction)):
+            mean = float(np.mean(values)) if values else math.nan
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            stats[name] = (mean, std, len(values))
+        table[model] = stats
+    return budget, table
 
 
 def _cell(mean: float, std: float, fmt: str) -> str:
@@ -470,12 +572,31 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
              f"- Command: `{command}`", f"- Machine: {machine}"]
     if budget:
         lines.append(f"- Budget: {budget}")
+    machines = dict.fromkeys(r.machine for r in results if r.machine)
+    if len(machines) > 1 or (machines and machine not in machines):
+        lines.append("- Runs trained on other machines (their speed and wall time are not "
+                     "comparable with the others'):")
+        lines += [f"  - {m}: " + ", ".join(f"{r.model} seed {r.seed}" for r in results
+                                            if r.machine == m) for m in machines]
     lines += ["", header, "|" + "---|" * (len(COLUMNS) + 2)]
     for model, stats in table.items():
         n = stats["val_bleu"][2]
         cells = [_cell(stats[name][0], math.nan if name == "parameters" else stats[name][1], fmt)
                  for name, _, fmt in COLUMNS]
         lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+    budget_time, at_time = equal_time(results)
+    if at_time:
+        lines += ["", f"## At equal wall time ({budget_time:,.0f} s of training)", "",
+                  "The same runs read at the wall time when the fastest model had spent its "
+                  "update budget: each run's best validation BLEU (greedy) among the "
+                  "validations logged by then, and its updates by then.", "",
+                  "| model | runs | val BLEU by then | updates by then | share of the budget |",
+                  "|---|---|---|---|---|"]
+        for model, stats in at_time.items():
+            lines.append(f"| {model} | {stats['val_bleu'][2]} | "
+                         f"{_cell(*stats['val_bleu'][:2], '{:.2f}')} | "
+                         f"{_cell(*stats['steps'][:2], '{:,.0f}')} | "
+                         f"{_cell(stats['fraction'][0], math.nan, '{:.0%}')} |")
     tests = significance(results)
     if tests:
         paths["significance"] = out / "significance.csv"
@@ -557,12 +678,17 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
               + f" per run, {args.num_evals} validations, seeds {args.seeds}")
     results: list[RunResult] = []
     start = time.perf_counter()
-    for config in args.configs:
-        for seed in args.seeds:
-            print(f"[compare] {model_name(config)} seed {seed}: training ({config})", flush=True)
-            result = run_one(config, seed, out, args)
+    for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
+        for config in args.configs:
+            result = finished_run(config, seed, out, args) if args.resume else None
+            reused = result is not None
+            if not reused:
+                print(f"[compare] {model_name(config)} seed {seed}: training ({config})",
+                      flush=True)
+            result = result or run_one(config, seed, out, args, machine)
             results.append(result)
-            print(f"[compare] {result.model} seed {result.seed}: {result.status}, "
+            print(f"[compare] {result.model} seed {result.seed}: {result.status}"
+                  f"{' (finished before, reused)' if reused else ''}, "
                   f"val BLEU {result.val_bleu:.2f}, test BLEU {result.test_bleu:.2f}, "
                   f"{result.train_tokens_per_sec:,.0f} tokens/s, "
                   f"{result.process_seconds:.0f} s training process, "
