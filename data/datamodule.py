@@ -49,7 +49,8 @@ def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 def _check_settings(max_len: int, max_tokens: int, eval_max_tokens: int, vocab_size: int,
                     num_workers: int, valid_size: int, test_size: int,
-                    spm_model_type: str) -> None:
+                    spm_model_type: str, spm_alpha: float = 0.0,
+                    spm_nbest_size: int = -1) -> None:
     """One clear error for a data setting that cannot work, before any work starts.
 
     Raises:
@@ -68,6 +69,16 @@ def _check_settings(max_len: int, max_tokens: int, eval_max_tokens: int, vocab_s
                           f"and one more); e.g. 8000")
     if spm_model_type not in ("unigram", "bpe"):
         raise CorpusError(f"data.spm_model_type={spm_model_type!r} is unknown; use unigram or bpe")
+    if not spm_alpha >= 0 or (spm_model_type == "bpe" and spm_alpha >= 1):
+        raise CorpusError(
+            f"data.spm_alpha={spm_alpha} is out of range: 0 turns subword sampling off; "
+            + ("for bpe it is the BPE-dropout probability, in [0, 1) (e.g. 0.1)"
+               if spm_model_type == "bpe" else
+               "for unigram it is the sampling exponent, > 0 (e.g. 0.1 with "
+               "data.spm_nbest_size=64, or 0.5 with -1)"))
+    if spm_nbest_size not in (-1,) and spm_nbest_size < 2:
+        raise CorpusError(f"data.spm_nbest_size={spm_nbest_size} must be -1 (sample among all "
+                          f"segmentations) or at least 2 (among the n best), e.g. 64")
     if num_workers < 0:
         raise CorpusError(f"data.num_workers={num_workers} must be 0 (load in the main process) "
                           f"or more")
@@ -103,6 +114,16 @@ class TranslationDataModule(L.LightningDataModule):
             shuffling, so ``seed`` can change without changing the test set).
         vocab_size: joint SentencePiece vocabulary size (special pieces included).
         spm_model_type: ``unigram`` or ``bpe``.
+        spm_alpha: subword regularization of the training split: 0 (default)
+            segments every sentence the one deterministic way; > 0 samples a new
+            segmentation of every training sentence, source and target, each
+            epoch (:meth:`data.tokenizer.Tokenizer.sample_encode`: the unigram
+            sampling exponent, or the BPE-dropout probability). Validation,
+            test and translation keep the deterministic segmentation. Needs
+            ``trainer.reload_dataloaders_every_n_epochs: 1`` (the epoch's
+            batches are made from its segmentation).
+        spm_nbest_size: unigram sampling among the n best segmentations, or
+            -1 (default) among all.
         max_len: longest sequence in tokens; longer training pairs are dropped
             (count logged), longer evaluation sources truncated.
         max_tokens: training batch budget in padded tokens (``B * max(S, T)``).
@@ -122,19 +143,25 @@ class TranslationDataModule(L.LightningDataModule):
                  tgt_lang: str = "de", train_split: str = "train", valid_split: str = "val",
                  test_split: str = "test_2016_flickr", hub_config: str | None = None,
                  valid_size: int = 5000, test_size: int = 5000, split_seed: int = 0,
-                 vocab_size: int = 8000, spm_model_type: str = "unigram", max_len: int = 128,
+                 vocab_size: int = 8000, spm_model_type: str = "unigram",
+                 spm_alpha: float = 0.0, spm_nbest_size: int = -1, max_len: int = 128,
                  max_tokens: int = 4096, eval_max_tokens: int = 8192,
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0):
         super().__init__()
         _check_settings(max_len=max_len, max_tokens=max_tokens, eval_max_tokens=eval_max_tokens,
                         vocab_size=vocab_size, num_workers=num_workers, valid_size=valid_size,
-                        test_size=test_size, spm_model_type=spm_model_type)
+                        test_size=test_size, spm_model_type=spm_model_type,
+                        spm_alpha=spm_alpha, spm_nbest_size=spm_nbest_size)
         self.save_hyperparameters()
         self.source, self.src_lang, self.tgt_lang = source, src_lang, tgt_lang
         self.splits = {"train": train_split, "valid": valid_split, "test": test_split}
         self.hub_config = hub_config
         self.grouped_split = GroupedSplit(valid_size, test_size, split_seed)
         self.vocab_size, self.spm_model_type = vocab_size, spm_model_type
+        self.spm_alpha, self.spm_nbest_size = spm_alpha, spm_nbest_size
+        #: The training split's raw (source, target) sentences, kept for sampling.
+        self._train_text: tuple[list[str], list[str]] | None = None
+        self._sampled: tuple[int, ParallelDataset] | None = None  # (epoch, its dataset)
         self.max_len, self.max_tokens, self.eval_max_tokens = max_len, max_tokens, eval_max_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
         self.tokenizer: Tokenizer | None = None
@@ -225,12 +252,9 @@ class TranslationDataModule(L.LightningDataModule):
             src = _unpack(arrays["src"], arrays["src_offsets"])
             tgt = _unpack(arrays["tgt"], arrays["tgt_offsets"])
             if name == "train":
-                keep = [i for i in range(len(src))
-                        if len(src[i]) <= self.max_len and len(tgt[i]) + 1 <= self.max_len]
-                if len(keep) < len(src):
-                    log.warning("train: dropped %d of %d pairs longer than max_len=%d tokens",
-                                len(src) - len(keep), len(src), self.max_len)
-                src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+                src, tgt = self._drop_long(src, tgt, warn=True)
+                if self.spm_alpha > 0:
+                    self._train_text = (list(corpus[name]["src"]), list(corpus[name]["tgt"]))
             else:
                 src = [s if len(s) <= self.max_len else np.append(s[: self.max_len - 1], EOS_ID)
                        for s in src]
@@ -239,10 +263,49 @@ class TranslationDataModule(L.LightningDataModule):
                 self.sources[name] = list(corpus[name]["src"])
             self.datasets[name] = ParallelDataset(src, tgt)
 
+    def _drop_long(self, src: list, tgt: list, warn: bool = False) -> tuple[list, list]:
+        """Training pairs whose source or target (+ EOS) exceeds ``max_len`` are dropped."""
+        keep = [i for i in range(len(src))
+                if len(src[i]) <= self.max_len and len(tgt[i]) + 1 <= self.max_len]
+        if warn and len(keep) < len(src):
+            log.warning("train: dropped %d of %d pairs longer than max_len=%d tokens",
+                        len(src) - len(keep), len(src), self.max_len)
+        return [src[i] for i in keep], [tgt[i] for i in keep]
+
+    def sampled_train(self, epoch: int) -> ParallelDataset:
+        """The training split segmented by subword sampling for ``epoch``
+        (``spm_alpha > 0``): the same ``seed`` and epoch give the same ids.
+        Sampled segmentations are longer, so pairs over ``max_len`` are
+        dropped per epoch.
+
+        Raises:
+            RuntimeError: before :meth:`setup`, or with ``spm_alpha == 0``.
+        """
+        if self._train_text is None or self.tokenizer is None:
+            raise RuntimeError("sampled_train needs setup() and data.spm_alpha > 0")
+        if self._sampled is None or self._sampled[0] != epoch:
+            seed = (self.seed + 1) * 1_000_003 + epoch
+            src_text, tgt_text = self._train_text
+            src = [np.asarray(ids + [EOS_ID], dtype=np.int32) for ids in self.tokenizer.sample_encode(
+                src_text, self.spm_alpha, self.spm_nbest_size, seed=2 * seed)]
+            tgt = [np.asarray(ids, dtype=np.int32) for ids in self.tokenizer.sample_encode(
+                tgt_text, self.spm_alpha, self.spm_nbest_size, seed=2 * seed + 1)]
+            self._sampled = (epoch, ParallelDataset(*self._drop_long(src, tgt)))
+        return self._sampled[1]
+
     # ------------------------------------------------------------ dataloaders
     def _loader(self, name: str, max_tokens: int, shuffle: bool) -> DataLoader:
         ds = self.datasets[name]
         trainer = self.trainer
+        if name == "train" and self.spm_alpha > 0:
+            reload = getattr(trainer, "reload_dataloaders_every_n_epochs", 1)
+            if trainer is not None and reload != 1:
+                raise CorpusError(
+                    f"data.spm_alpha={self.spm_alpha} samples a new segmentation every epoch, "
+                    f"but trainer.reload_dataloaders_every_n_epochs={reload} would train every "
+                    f"epoch on the first one; set trainer.reload_dataloaders_every_n_epochs: 1 "
+                    f"(or data.spm_alpha: 0)")
+            ds = self.sampled_train(trainer.current_epoch if trainer is not None else 0)
         replicas = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         sampler = TokenBudgetBatchSampler(ds.src_lens(), ds.tgt_lens(), max_tokens,

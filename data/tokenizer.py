@@ -72,6 +72,39 @@ class Tokenizer:
         """Sentences -> piece ids (no BOS/EOS added)."""
         return self.sp.encode(list(texts), out_type=int)
 
+    def sample_encode(self, texts: list[str], alpha: float, nbest_size: int = -1,
+                      seed: int = 0) -> list[list[int]]:
+        """Sentences -> piece ids of a *sampled* segmentation (subword regularization).
+
+        A unigram model samples a segmentation ``x`` of each sentence with
+        probability proportional to ``P(x)^alpha`` among its ``nbest_size``
+        best segmentations (-1: all of them, by forward-filtering
+        backward-sampling); small ``alpha`` flattens the distribution (more,
+        shorter pieces), ``alpha`` -> infinity is the deterministic
+        :meth:`encode`. A BPE model applies BPE-dropout: each merge is skipped
+        with probability ``alpha`` (``nbest_size`` unused). Every sampled
+        segmentation decodes back to the same sentence. The same ``seed``
+        gives the same segmentations (the sentences are encoded on one thread
+        for that reason).
+
+        Args:
+            texts: sentences.
+            alpha: unigram: smoothing exponent (> 0; Kudo 2018 uses 0.1-1);
+                BPE: dropout probability in (0, 1) (Provilkov et al. 2020: 0.1).
+            nbest_size: unigram: sample among this many best segmentations
+                (>= 2), or -1 for all.
+            seed: seed of SentencePiece's random generator.
+
+        Returns:
+            One id list per sentence (no BOS/EOS added).
+
+        Source: Kudo 2018, "Subword Regularization" (ACL); Provilkov et al.
+        2020, "BPE-Dropout" (ACL); SentencePiece's ``enable_sampling``.
+        """
+        spm.set_random_generator_seed(int(seed) % (2 ** 32 - 1) + 1)
+        return self.sp.encode(list(texts), out_type=int, enable_sampling=True, alpha=alpha,
+                              nbest_size=nbest_size, num_threads=1)
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Piece ids -> detokenized sentences; cut at the first EOS, specials dropped."""
         cleaned = []

@@ -15,6 +15,7 @@ import re
 import socket
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -435,6 +436,28 @@ def test_collate_source_only():
     assert batch["src"].tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
 
 
+@pytest.mark.parametrize("model_type,alpha", [("unigram", 0.1), ("unigram", 0.5), ("bpe", 0.1)])
+def test_tokenizer_sample_encode(tokenizer, train_sentences, model_type, alpha):
+    """Subword sampling: lossless, seeded, and a different (longer) segmentation
+    than the deterministic one for many sentences; the same for BPE-dropout."""
+    tok = tokenizer if model_type == "unigram" else train_tokenizer(
+        train_sentences, vocab_size=400, model_type="bpe")
+    plain = [s for s in train_sentences if s == " ".join(s.split())][:300]
+    best = tok.encode(plain)
+    first = tok.sample_encode(plain, alpha, seed=7)
+    assert tok.sample_encode(plain, alpha, seed=7) == first  # reproducible
+    assert tok.sample_encode(plain, alpha, seed=8) != first
+    assert tok.decode(first) == plain  # every sampled segmentation decodes to the sentence
+    changed = sum(a != b for a, b in zip(first, best))
+    assert changed > 0.2 * len(plain)
+    assert sum(map(len, first)) > sum(map(len, best))  # the best one has the fewest pieces
+    assert all(PAD_ID not in seq and EOS_ID not in seq for seq in first)
+    if model_type == "unigram":  # sampling among the 2 best: at most 2 segmentations
+        pairs = [tok.sample_encode(plain[:20], alpha, nbest_size=2, seed=k) for k in range(8)]
+        for i in range(20):
+            assert len({tuple(p[i]) for p in pairs}) <= 2
+
+
 # ------------------------------------------------------------- datamodule
 def make_datamodule(source, cache_dir, **kwargs) -> TranslationDataModule:
     return TranslationDataModule(source=str(source), vocab_size=kwargs.pop("vocab_size", 400),
@@ -524,3 +547,90 @@ def test_datamodule_drops_long_training_pairs(datamodule, multi30k_small, cache_
     assert len(valid) == 60
     assert all(len(s) <= max_len and s[-1] == EOS_ID for s in valid.src)
     assert all(len(t) + 1 <= max_len for t in valid.tgt)
+
+
+def test_datamodule_subword_sampling_per_epoch(datamodule, multi30k_small, cache_dir):
+    """spm_alpha > 0: every epoch a seeded new segmentation of the training split
+    (source + EOS, target), decoding to the raw sentences; val/test unchanged;
+    the cached ids (and the tokenizer) are those of the deterministic run."""
+    dm = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3)
+    assert dm.cache_path == datamodule.cache_path
+    dm.setup("fit")
+    epoch0, epoch1 = dm.sampled_train(0), dm.sampled_train(1)
+    again = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3)
+    again.setup("fit")
+    same = again.sampled_train(1)
+    assert [t.tolist() for t in same.tgt] == [t.tolist() for t in epoch1.tgt]
+    assert [t.tolist() for t in epoch0.tgt] != [t.tolist() for t in epoch1.tgt]
+    assert len(epoch0) == len(read_raw(multi30k_small, "train", "en"))  # max_len 128 drops nothing here
+    assert all(s[-1] == EOS_ID for s in epoch0.src)
+    assert dm.tokenizer.decode([t.tolist() for t in epoch0.tgt]) == \
+        datamodule.tokenizer.decode([t.tolist() for t in datamodule.datasets["train"].tgt])
+    assert dm.tokenizer.decode([s.tolist() for s in epoch1.src]) == \
+        dm.tokenizer.decode([s.tolist() for s in datamodule.datasets["train"].src])
+    assert epoch0.tgt_lens().sum() > datamodule.datasets["train"].tgt_lens().sum()
+    for name in ("valid", "test"):
+        assert [s.tolist() for s in dm.datasets[name].src] == \
+            [s.tolist() for s in datamodule.datasets[name].src]
+    # the training loader serves the epoch's segmentation; validation the fixed one
+    loader_ids = {}
+    for batch in dm.train_dataloader():
+        for i, n, row in zip(batch["index"].tolist(), batch["tgt_valid_len"].tolist(),
+                             batch["labels"].tolist()):
+            loader_ids[i] = row[: n - 1]
+    assert [loader_ids[i] for i in range(len(epoch0))] == [t.tolist() for t in epoch0.tgt]
+
+
+def test_datamodule_subword_sampling_needs_reloaded_loaders(multi30k_small, cache_dir):
+    dm = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2)
+    dm.setup("fit")
+    dm.trainer = L.Trainer(reload_dataloaders_every_n_epochs=0, logger=False,
+                           enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(CorpusError, match=r"data.spm_alpha=0.2 .*"
+                       r"trainer.reload_dataloaders_every_n_epochs=0 .*set "
+                       r"trainer.reload_dataloaders_every_n_epochs: 1"):
+        dm.train_dataloader()
+    dm.trainer = L.Trainer(reload_dataloaders_every_n_epochs=1, logger=False,
+                           enable_checkpointing=False, enable_progress_bar=False)
+    assert len(dm.train_dataloader().dataset) == len(dm.sampled_train(0))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"spm_alpha": -0.1}, r"data.spm_alpha=-0.1 is out of range: .* > 0"),
+    ({"spm_alpha": 1.0, "spm_model_type": "bpe"},
+     r"data.spm_alpha=1.0 is out of range: .*BPE-dropout probability, in \[0, 1\)"),
+    ({"spm_alpha": 0.1, "spm_nbest_size": 1}, r"data.spm_nbest_size=1 must be -1 .* at least 2"),
+])
+def test_datamodule_subword_sampling_settings_refused(kwargs, message, tmp_path):
+    with pytest.raises(CorpusError, match=message):
+        make_datamodule(tmp_path, tmp_path, **kwargs)
+
+
+def test_subword_sampling_in_a_lightning_fit(multi30k_small, cache_dir, monkeypatch):
+    """A 2-epoch fit with reload_dataloaders_every_n_epochs=1 trains epoch e on
+    sampled_train(e): two different segmentations, every batch of each used."""
+    from model.config import TransformerConfig
+    from training.module import TranslationModule
+
+    dm = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, max_tokens=2048)
+    served = []
+    original = dm.sampled_train
+
+    def spy(epoch):
+        ds = original(epoch)
+        served.append((epoch, sum(map(len, ds.tgt))))
+        return ds
+
+    monkeypatch.setattr(dm, "sampled_train", spy)
+    module = TranslationModule(TransformerConfig(vocab_size=400, num_hiddens=16, ffn_num_hiddens=16,
+                                                 num_heads=2, num_enc_blks=1, num_dec_blks=1),
+                               warmup_steps=2)
+    trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, limit_val_batches=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert [e for e, _ in served] == [0, 1]
+    assert served[0][1] != served[1][1]  # another segmentation (another piece count)
+    batches = [len(TokenBudgetBatchSampler(original(e).src_lens(), original(e).tgt_lens(),
+                                           2048, seed=0)) for e in (0, 1)]
+    assert trainer.global_step == sum(batches)

@@ -79,6 +79,7 @@ CASES = [
     ("train.py", train("--trainer.max_steps", "-5"), ["max_steps", "-1"]),
     ("train.py", train("--data.max_tokens", "5"), ["data.max_tokens=5", "data.max_len=128"]),
     ("train.py", train("--data.num_workers", "-1"), ["data.num_workers=-1"]),
+    ("train.py", train("--data.spm_alpha", "-0.5"), ["data.spm_alpha=-0.5", "e.g. 0.1"]),
     ("train.py", train("--data.source", "/some/missing/dir"),
      ["data.source=/some/missing/dir", "no such directory"]),
     ("train.py", train("--data.source", "{empty}"), ["train.en.gz is empty"]),
