@@ -706,9 +706,21 @@ class MultiHeadAttention(nn.Module):
         queries, keys, values = F.linear(X, weight, bias).chunk(3, dim=-1)  # (B, T, D) each
         return self.transpose_qkv(queries), self.transpose_qkv(keys), self.transpose_qkv(values)
 
+    def scoring_keys(self, keys: torch.Tensor) -> torch.Tensor | None:
+        """What the scoring function computes from the keys alone, for a decoding
+        cache: additive scoring's ``W_k`` of the head-split keys ``(B, H, K, Dh)``
+        -> ``(B, H, K, Dh)``; None for dot-product scoring (nothing to keep).
+
+        Passed back as ``projected_keys`` to :meth:`attend_heads` / :meth:`attend`,
+        it spares a decoder re-projecting the same keys at every step.
+        """
+        if isinstance(self.attention, AdditiveAttention):
+            return self.attention.project_keys(keys)
+        return None
+
     def attend_heads(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                     valid_lens: torch.Tensor | None = None, is_causal: bool = False
-                     ) -> torch.Tensor:
+                     valid_lens: torch.Tensor | None = None, is_causal: bool = False,
+                     projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Attend with projected, head-split queries ``(B, H, Q, Dh)`` to keys and
         values ``(B, H, K, Dh)`` -> ``(B, Q, D)`` (after ``W_o``).
 
@@ -716,19 +728,27 @@ class MultiHeadAttention(nn.Module):
         (``Q == K``, position ``i`` sees keys ``0..i``): the fused dot-product
         kernel then uses its causal mode (FlashAttention on GPU) instead of a
         ``(B, Q, K)`` mask. The result is the same either way (tested).
+        ``projected_keys``: :meth:`scoring_keys` of ``keys``, if kept (additive
+        scoring only; the same result as without).
         """
         if is_causal and isinstance(self.attention, DotProductAttention):
             output = self.attention(queries, keys, values, valid_lens, is_causal=True)
+        elif projected_keys is not None:
+            output = self.attention(queries, keys, values, valid_lens,
+                                    projected_keys=projected_keys)  # (B, H, Q, Dh)
         else:
             output = self.attention(queries, keys, values, valid_lens)  # (B, H, Q, Dh)
         return self.W_o(self.transpose_output(output))  # (B, Q, D)
 
     def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-               valid_lens: torch.Tensor | None = None) -> torch.Tensor:
+               valid_lens: torch.Tensor | None = None,
+               projected_keys: torch.Tensor | None = None) -> torch.Tensor:
         """Attend with raw queries ``(B, Q, q)`` to projected, head-split keys and
-        values ``(B, H, K, Dh)`` (from :meth:`project_kv`) -> ``(B, Q, D)``."""
+        values ``(B, H, K, Dh)`` (from :meth:`project_kv`) -> ``(B, Q, D)``;
+        ``projected_keys`` as in :meth:`attend_heads`."""
         queries = self.transpose_qkv(self.W_q(queries))  # (B, H, Q, Dh)
-        return self.attend_heads(queries, keys, values, valid_lens)  # (B, Q, D)
+        return self.attend_heads(queries, keys, values, valid_lens,
+                                 projected_keys=projected_keys)  # (B, Q, D)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 valid_lens: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,7 +33,10 @@ class DecoderCache:
 
     Attributes:
         layers: per block, ``{"self": (K, V), "cross": (K, V)}``, each tensor
-            ``(B, H, T or S, Dh)``.
+            ``(B, H, T or S, Dh)``; with additive scoring each tuple also holds
+            the scoring function's projection of K (``(K, V, W_k K)``, see
+            :meth:`~model.attention.MultiHeadAttention.scoring_keys`), so no
+            step re-projects the keys of earlier steps or of the encoder.
         length: number of target positions already in the cache.
 
     Source: the incremental state of fairseq's ``FairseqIncrementalDecoder``;
@@ -41,15 +44,15 @@ class DecoderCache:
     """
 
     def __init__(self, num_blks: int):
-        self.layers: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = [
+        self.layers: list[dict[str, tuple[torch.Tensor, ...]]] = [
             {} for _ in range(num_blks)]
         self.length = 0
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` ``(B',)`` of every cached tensor (beam search)."""
         for layer in self.layers:
-            for name, (k, v) in layer.items():
-                layer[name] = (k.index_select(0, index), v.index_select(0, index))
+            for name, tensors in layer.items():
+                layer[name] = tuple(t.index_select(0, index) for t in tensors)
 
 
 class TransformerDecoderBlock(nn.Module):
@@ -85,7 +88,7 @@ class TransformerDecoderBlock(nn.Module):
 
     def forward(self, X: torch.Tensor, enc_outputs: torch.Tensor,
                 enc_valid_lens: torch.Tensor | None,
-                cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                cache: dict[str, tuple[torch.Tensor, ...]] | None = None,
                 offset: int = 0) -> torch.Tensor:
         """Run the block on ``X`` ``(B, T, D)``.
 
@@ -99,23 +102,32 @@ class TransformerDecoderBlock(nn.Module):
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
             queries, keys, values = self.attention1.project_qkv(h)  # (B, H, T, Dh) each
+            projected = None
             if cache is not None:
-                if "self" in cache:
-                    keys = torch.cat([cache["self"][0], keys], dim=2)  # (B, H, offset + T, Dh)
-                    values = torch.cat([cache["self"][1], values], dim=2)
-                cache["self"] = (keys, values)
+                new = (keys, values)
+                scoring = self.attention1.scoring_keys(keys)  # additive: W_k of the new keys
+                if scoring is not None:
+                    new += (scoring,)
+                if "self" in cache:  # (B, H, offset + T, Dh) each
+                    new = tuple(torch.cat([old, t], dim=2) for old, t in zip(cache["self"], new))
+                cache["self"] = new
+                keys, values, projected = (*new, None)[:3]
             # Without earlier positions the mask is exactly causal: let the fused
             # kernel apply it (FlashAttention on GPU) instead of a (B, T, T) mask.
             causal = keys.shape[2] == queries.shape[2]
             return self.attention1.attend_heads(queries, keys, values, dec_valid_lens,
-                                                is_causal=causal)
+                                                is_causal=causal, projected_keys=projected)
 
         def cross_attention(h: torch.Tensor) -> torch.Tensor:
             if cache is None:
                 return self.attention2(h, enc_outputs, enc_outputs, enc_valid_lens)
             if "cross" not in cache:
-                cache["cross"] = self.attention2.project_kv(enc_outputs, enc_outputs)
-            return self.attention2.attend(h, *cache["cross"], enc_valid_lens)
+                keys, values = self.attention2.project_kv(enc_outputs, enc_outputs)
+                scoring = self.attention2.scoring_keys(keys)
+                cache["cross"] = (keys, values) + (() if scoring is None else (scoring,))
+            keys, values, projected = (*cache["cross"], None)[:3]
+            return self.attention2.attend(h, keys, values, enc_valid_lens,
+                                          projected_keys=projected)
 
         X = self.addnorm1(X, self_attention)  # (B, T, D)
         X = self.addnorm2(X, cross_attention)  # (B, T, D)

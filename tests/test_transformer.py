@@ -405,15 +405,46 @@ def test_cached_greedy_decode_equals_uncached(attention):
     assert torch.equal(cached, uncached)
 
 
-def test_cache_reorder_selects_rows():
-    model = make_model()
+@pytest.mark.parametrize("attention", ["dot", "additive"])
+def test_cache_reorder_selects_rows(attention):
+    model = make_model(attention=attention)
     src = padded_source()
     enc_outputs = model.encode(src, SRC_VALID_LEN)
     cache = model.init_cache()
     model.decode(random_tokens(3, 2), enc_outputs, SRC_VALID_LEN, cache)
-    before = [{k: (a.clone(), b.clone()) for k, (a, b) in layer.items()} for layer in cache.layers]
+    before = [{k: tuple(t.clone() for t in ts) for k, ts in layer.items()}
+              for layer in cache.layers]
     index = torch.tensor([2, 0, 0])
     cache.reorder(index)
     for layer, old in zip(cache.layers, before):
-        for name, (k, v) in layer.items():
-            assert torch.equal(k, old[name][0][index]) and torch.equal(v, old[name][1][index])
+        for name, tensors in layer.items():
+            assert len(tensors) == (3 if attention == "additive" else 2)
+            assert all(torch.equal(t, o[index]) for t, o in zip(tensors, old[name]))
+
+
+def test_additive_cache_projects_each_key_once(monkeypatch):
+    """Incremental decoding with additive scoring keeps W_k of the keys: after the
+    first step only the new position's self-attention key is projected (the
+    encoder's keys and earlier positions are not), and the logits equal the
+    uncached decoder's."""
+    model = make_model(attention="additive")
+    src = padded_source()
+    enc_outputs = model.encode(src, SRC_VALID_LEN)
+    tgt = random_tokens(3, 5)
+    full = model.decode(tgt, enc_outputs, SRC_VALID_LEN)
+    projected = []
+    original = AdditiveAttention.project_keys
+
+    def spy(self, keys):
+        projected.append(keys.shape[-2])
+        return original(self, keys)
+
+    monkeypatch.setattr(AdditiveAttention, "project_keys", spy)
+    cache = model.init_cache()
+    steps = [model.decode(tgt[:, t:t + 1], enc_outputs, SRC_VALID_LEN, cache) for t in range(5)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+    blocks = len(cache.layers)
+    S = src.shape[1]
+    # step 1: per block one new self key and the S encoder keys; later steps: one key per block
+    assert sorted(projected[:2 * blocks]) == sorted([1, S] * blocks)
+    assert projected[2 * blocks:] == [1] * (4 * blocks)
