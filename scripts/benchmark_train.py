@@ -99,6 +99,9 @@ def parse_args(argv=None):
     p.add_argument("--no-fit", action="store_true", help="skip the Trainer.fit row")
     p.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--profile", nargs="?", const="", default=None, metavar="TRACE.json",
+                   help="also profile one pass of ours (torch.profiler): the operators with "
+                        "the most self time; with a path, a Chrome trace is written there")
     args = p.parse_args(argv)
     require_at_least(p, args, warmup=1, steps=1, repeats=1, threads=1)
     return args

@@ -10,6 +10,7 @@ on a tiny model and a slice of Multi30k. No timing is asserted (STYLE.md §9).
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -133,3 +134,26 @@ def test_main_runs_end_to_end(tmp_path, multi30k_small):
     assert out["rows"]["ours"]["memory_mib"] > 0 and out["rows"]["reference"]["memory_mib"] > 0
     assert set(out["ratios"]) == {"ours / reference", "Trainer.fit / bare step (ours)"}
     assert (tmp_path / "r.json").exists()
+
+
+def test_profile_lists_the_operators_and_writes_a_trace(tmp_path, multi30k_small, capsys):
+    """--profile: a table of operators by self time (matrix products among them,
+    shares of at most 100%) and a Chrome trace with events."""
+    tiny = {"seed_everything": 1, "trainer": {"precision": "32-true"},
+            "model": {"config": {"num_hiddens": 16, "ffn_num_hiddens": 32, "num_heads": 2,
+                                 "num_enc_blks": 1, "num_dec_blks": 1, "max_len": 64}},
+            "data": {"source": str(multi30k_small), "cache_dir": str(tmp_path / "cache"),
+                     "vocab_size": 400, "max_tokens": 256, "max_len": 64, "seed": 1}}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny))
+    trace = tmp_path / "trace.json"
+    bench.main(["--config", str(config), "--device", "cpu", "--steps", "2", "--warmup", "1",
+                "--repeats", "1", "--no-fit", "--no-memory", "--profile", str(trace)])
+    printed = capsys.readouterr().out
+    table = printed.split("## Profile of `ours`", 1)[1].splitlines()
+    rows = [line.split(" | ") for line in table if line.startswith("| `")]
+    assert 5 <= len(rows) <= 25
+    assert any(name in printed for name in ("`aten::mm`", "`aten::addmm`", "`aten::bmm`"))
+    shares = [float(r[-1].rstrip(" |%")) for r in rows]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.05
+    assert json.loads(trace.read_text())["traceEvents"]

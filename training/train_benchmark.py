@@ -27,7 +27,8 @@ from model.reference import ReferenceTransformer, copy_weights, training_matmul_
 from .benchmarking import synchronize
 from .runtime import resolve_cpu_precision
 
-__all__ = ["run_benchmark", "load_run_config", "make_module", "measure_step_memory"]
+__all__ = ["run_benchmark", "load_run_config", "make_module", "measure_step_memory",
+           "profile_steps"]
 
 
 def measure_matmul_rate(device: torch.device, dtype: torch.dtype, tries: int = 5) -> float:
@@ -223,6 +224,49 @@ def measure_step_memory(contestant: BareStep, batches: list[dict]) -> float:
     return float(peak)
 
 
+def profile_steps(contestant: BareStep, batches: list[dict], trace: str | None = None,
+                  row_limit: int = 25) -> list[str]:
+    """Where a training step's time goes: ``torch.profiler`` over one pass of
+    ``contestant`` on ``batches`` (CPU, and CUDA kernels on a GPU).
+
+    Args:
+        contestant: the step to profile (warmed up already).
+        batches: its batches, on its device.
+        trace: path of a Chrome trace (``chrome://tracing``, Perfetto) to
+            write, or None.
+        row_limit: operators listed.
+
+    Returns:
+        Markdown lines: the operators with the most self time (their own,
+        callees excluded), with calls, self time in ms per step and share of
+        the profiled time; forward and backward operators are listed apart
+        (autograd's ``...Backward`` nodes).
+
+    Source: ``torch.profiler`` (PyTorch docs, "Profiling your PyTorch Module").
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    cuda = contestant.device.type == "cuda"
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        contestant.run(batches)
+    if trace:
+        prof.export_chrome_trace(trace)
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted(events, key=lambda e: getattr(e, attr, 0.0), reverse=True)
+    total = sum(getattr(e, attr, 0.0) for e in events) or 1.0
+    steps = max(1, len(batches))
+    lines = [f"| operator ({'CUDA' if cuda else 'CPU'} self time) | calls per step "
+             f"| ms per step | share |", "|---|---|---|---|"]
+    for e in rows[:row_limit]:
+        value = getattr(e, attr, 0.0)
+        lines.append(f"| `{e.key}` | {e.count / steps:.0f} | {value / 1000 / steps:.2f} "
+                     f"| {100 * value / total:.1f}% |")
+    lines.append(f"| all operators | | {total / 1000 / steps:.2f} | 100% |")
+    return lines
+
+
 def _quiet_libraries() -> None:
     import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -369,6 +413,11 @@ def run_benchmark(args) -> tuple[dict, list[str]]:
         if isinstance(c_, FitLoop) and c_.mismatches:
             lines.append(f"\nwarning: Trainer.fit saw {c_.mismatches} batches that differ from "
                          f"the bare step's; the data module's batch order is not reproducible")
+    if getattr(args, "profile", None) is not None:
+        ours = next(c_ for c_ in contestants if c_.name == "ours")
+        lines += ["", f"## Profile of `ours` ({args.steps} steps; trace: "
+                      f"{args.profile or 'not written'})", ""]
+        lines += profile_steps(ours, timed, args.profile or None)
     out = {"rows": rows, "ratios": {k: {"throughput": v[0], "memory": v[1]}
                                     for k, v in ratios.items()},
            "parameters": num_params, "matmul_flops_per_s": matmul_rate,
