@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import os
 import sys
 import types
 from pathlib import Path
@@ -373,3 +374,31 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     assert again == results
     assert {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES} == logs
     assert "## At equal wall time" in (out / "report.md").read_text()
+    # --report-only trains nothing: seed 2 is listed as not run yet
+    rebuilt = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1", "2",
+                            "--out", str(out), "--device", "cpu", "--report-only"])
+    assert rebuilt[:3] == results
+    assert [(r.model, r.status) for r in rebuilt[3:]] == [(n, compare.NOT_RUN) for n in NAMES]
+    assert not any((out / f"{n}_seed2").exists() for n in NAMES)
+    report = (out / "report.md").read_text()
+    assert f"- {NAMES[0]} seed 2: not run yet" in report
+
+
+def test_report_names_runs_of_other_machines(compare, tmp_path):
+    """Runs resumed from another machine are listed with it (their speed is not comparable)."""
+    runs = synthetic_results(compare)[:4]
+    for r in runs:
+        r.machine = "CPU A"
+    runs[3].machine = "CPU B"
+    report = compare.write_report(runs, tmp_path, "cmd", "CPU A")["report"].read_text()
+    assert "- Runs trained on other machines" in report
+    assert "  - CPU B: rnn seed 2" in report and "  - CPU A: transformer_dot seed 1, " \
+        "transformer_dot seed 2, rnn seed 1" in report
+    for r in runs:
+        r.machine = "CPU A"
+    same = compare.write_report(runs, tmp_path, "cmd", "CPU A")["report"].read_text()
+    assert "other machines" not in same
+    described = compare.machine_description()
+    assert f"{os.cpu_count()} cores" in described and f"torch {torch.__version__}" in described
+    if Path("/proc/cpuinfo").is_file() and "cpu family" in Path("/proc/cpuinfo").read_text():
+        assert " family " in described and " model " in described

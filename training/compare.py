@@ -38,13 +38,15 @@ from .selection import evaluate_translator  # noqa: E402
 from .translation import plot_cross_attention  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
-           "save_result", "load_result", "finished_run",
+           "save_result", "load_result", "finished_run", "machine_description", "NOT_RUN",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = [REPO / "configs" / f"compare_{name}.yaml"
                    for name in ("transformer_dot", "transformer_additive", "rnn")]
 SPEED_MONITOR = "training.callbacks.SpeedMonitor"
+#: Status of a run that ``--report-only`` found unfinished.
+NOT_RUN = "not run yet (--report-only)"
 
 #: Report columns: RunResult field, heading, number format. The parameter
 #: count is the same for every seed, so it is shown without a standard deviation.
@@ -649,15 +651,32 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
 
 
 def machine_description() -> str:
-    """Accelerator, CPU model and core count, library versions."""
+    """Accelerator, CPU model (with its family/model numbers and the vector
+    extensions that decide its speed: one "AMD EPYC" name covers Zen 2 with
+    AVX2 only and Zen 4 with AVX512-BF16), core count, library versions."""
     cpu = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
-    parts = [f"{cpu} ({os.cpu_count()} cores)", f"torch {torch.__version__}",
-             f"Python {platform.python_version()}", platform.platform()]
+    if "model name" in info:
+        cpu = info["model name"]
+        if "cpu family" in info and "model" in info:
+            cpu += f" family {info['cpu family']} model {info['model']}"
+        flags = set(info.get("flags", "").split())
+        isa = [name for name, flag in (("AVX2", "avx2"), ("AVX512", "avx512f"),
+                                       ("AVX512-BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16"))
+               if flag in flags]
+        if isa:
+            cpu += f" ({', '.join(isa)})"
+    parts = [f"{cpu}, {os.cpu_count()} cores", f"torch {torch.__version__}",
+             f"Python {platform.python_version()}", platform.system()]
     if torch.cuda.is_available():
         parts.insert(0, f"GPU {torch.cuda.get_device_name(0)}")
     return ", ".join(parts)
@@ -680,8 +699,12 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
     start = time.perf_counter()
     for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
         for config in args.configs:
-            result = finished_run(config, seed, out, args) if args.resume else None
+            report_only = getattr(args, "report_only", False)
+            result = finished_run(config, seed, out, args) if args.resume or report_only else None
             reused = result is not None
+            if not reused and report_only:
+                results.append(RunResult(model_name(config), seed, status=NOT_RUN))
+                continue
             if not reused:
                 print(f"[compare] {model_name(config)} seed {seed}: training ({config})",
                       flush=True)
@@ -694,5 +717,6 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
                   f"{result.process_seconds:.0f} s training process, "
                   f"{time.perf_counter() - start:.0f} s so far", flush=True)
             write_report(results, out, command, machine, budget)
+    write_report(results, out, command, machine, budget)
     print(f"[compare] report: {out / 'report.md'}")
     return results
