@@ -33,7 +33,9 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   budget, trains again). Runs go seed by seed (every model's seed 1, then
   seed 2, ...), so a comparison stopped part-way (``Ctrl-C``, the end of a
   session) and resumed later has covered the models evenly. The report names
-  the machine of every run that trained on another one.
+  the machine of every run that trained on another one. ``--report-only``
+  trains nothing and rewrites the report from the finished runs (the
+  others listed as not run yet).
 - an "equal wall time" table in ``report.md``: the same runs read when the
   fastest model had spent its update budget (best validation BLEU logged
   by then, updates by then).
