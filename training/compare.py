@@ -669,10 +669,12 @@ def machine_description() -> str:
         cpu = info["model name"]
         if "cpu family" in info and "model" in info:
             cpu += f" family {info['cpu family']} model {info['model']}"
-        flags = set(info.get("flags", "").split())
-        isa = [name for name, flag in (("AVX2", "avx2"), ("AVX512", "avx512f"),
-                                       ("AVX512-BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16"))
-               if flag in flags]
+        # the same probes as training.runtime.cpu_has_fast_bf16
+        isa = [name for name, probe in (("AVX2", "_is_avx2_supported"),
+                                        ("AVX512", "_is_avx512_supported"),
+                                        ("AVX512-BF16", "_is_avx512_bf16_supported"),
+                                        ("AMX", "_is_amx_tile_supported"))
+               if getattr(torch.cpu, probe, lambda: False)()]
         if isa:
             cpu += f" ({', '.join(isa)})"
     parts = [f"{cpu}, {os.cpu_count()} cores", f"torch {torch.__version__}",
@@ -697,9 +699,9 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
               + f" per run, {args.num_evals} validations, seeds {args.seeds}")
     results: list[RunResult] = []
     start = time.perf_counter()
+    report_only = getattr(args, "report_only", False)
     for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
         for config in args.configs:
-            report_only = getattr(args, "report_only", False)
             result = finished_run(config, seed, out, args) if args.resume or report_only else None
             reused = result is not None
             if not reused and report_only:
@@ -716,7 +718,8 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
                   f"{result.train_tokens_per_sec:,.0f} tokens/s, "
                   f"{result.process_seconds:.0f} s training process, "
                   f"{time.perf_counter() - start:.0f} s so far", flush=True)
-            write_report(results, out, command, machine, budget)
+            if not reused:  # after every trained run, so a stopped comparison keeps its report
+                write_report(results, out, command, machine, budget)
     write_report(results, out, command, machine, budget)
     print(f"[compare] report: {out / 'report.md'}")
     return results
