@@ -10,6 +10,7 @@ from .build import build_model, config_from_dict
 from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
 from .decoding import BeamSearchOutput, beam_search, greedy_decode, length_penalty
+from .dropout import Dropout, dropout
 from .encoder_decoder import EncoderDecoder
 from .blocks import AddNorm, PositionWiseFFN
 from .encoder import TransformerEncoder, TransformerEncoderBlock
@@ -26,4 +27,5 @@ __all__ = [
     "RNNConfig", "RNNEncoderDecoder", "build_model", "config_from_dict", "EncoderDecoder",
     "beam_search", "BeamSearchOutput", "length_penalty", "nadaraya_watson",
     "NWKernelRegression", "leave_one_out", "attention_pool", "AttentionPooling", "TanhAttention",
+    "Dropout", "dropout",
 ]

@@ -29,6 +29,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .dropout import Dropout
+
 __all__ = [
     "valid_mask",
     "causal_valid_lens",
@@ -204,7 +206,7 @@ class DotProductAttention(nn.Module):
 
     def __init__(self, dropout: float, keep_weights: bool = True):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.keep_weights = keep_weights
         self.attention_weights: torch.Tensor | None = None
 
@@ -556,7 +558,7 @@ class AdditiveAttention(nn.Module):
         self.W_q = (nn.LazyLinear(num_hiddens, bias=False) if query_size is None
                     else nn.Linear(query_size, num_hiddens, bias=False))
         self.w_v = nn.Linear(num_hiddens, 1, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.chunk_elements = chunk_elements
         self.kernel = kernel
         self.keep_weights = True  # same switch as DotProductAttention; weights are always computed

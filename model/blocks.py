@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 __all__ = ["PositionWiseFFN", "AddNorm"]
 
 
@@ -34,7 +36,7 @@ class PositionWiseFFN(nn.Module):
         super().__init__()
         self.dense1 = nn.Linear(ffn_num_inputs or ffn_num_outputs, ffn_num_hiddens)
         self.relu = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.dense2 = nn.Linear(ffn_num_hiddens, ffn_num_outputs)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ class AddNorm(nn.Module):
 
     def __init__(self, num_hiddens: int, dropout: float, norm_first: bool = False):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.ln = nn.LayerNorm(num_hiddens)
         self.norm_first = norm_first
 

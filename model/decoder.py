@@ -169,9 +169,16 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, tgt: torch.Tensor, enc_outputs: torch.Tensor,
                 enc_valid_lens: torch.Tensor | None,
-                cache: DecoderCache | None = None) -> torch.Tensor:
+                cache: DecoderCache | None = None,
+                output_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for ``tgt`` ``(B, T)``: the whole prefix, or with ``cache`` only
-        the positions after ``cache.length`` (the cache is updated)."""
+        the positions after ``cache.length`` (the cache is updated).
+
+        ``output_mask`` ``(B, T)`` bool (True = wanted): only those positions
+        go through the final LayerNorm and the ``D -> V`` output layer, and
+        the logits come back as ``(N, V)``, N = ``output_mask.sum()``, in
+        row-major order (what the training loss needs: padding positions
+        skip the largest matrix product of a step)."""
         offset = cache.length if cache is not None else 0
         X = self.pos_encoding(self.embedding(tgt) * self.num_hiddens ** 0.5, offset)  # (B, T, D)
         for i, blk in enumerate(self.blks):
@@ -179,7 +186,9 @@ class TransformerDecoder(nn.Module):
                     cache.layers[i] if cache is not None else None, offset)
         if cache is not None:
             cache.length += tgt.shape[1]
+        if output_mask is not None:
+            X = X[output_mask]  # (N, D)
         X = self.final_ln(X)
         if self.output is None:
-            return X @ self.embedding.weight.T  # (B, T, V)
-        return self.output(X)  # (B, T, V)
+            return X @ self.embedding.weight.T  # (B, T, V) or (N, V)
+        return self.output(X)  # (B, T, V) or (N, V)

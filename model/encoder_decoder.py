@@ -78,8 +78,15 @@ class EncoderDecoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, src: torch.Tensor, src_valid_len: torch.Tensor | None,
-                tgt_in: torch.Tensor) -> torch.Tensor:
-        return self.decode(tgt_in, self.encode(src, src_valid_len), src_valid_len)
+                tgt_in: torch.Tensor, output_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``(B, T, V)``; with ``output_mask`` ``(B, T)``
+        bool, only the True positions' logits, ``(N, V)`` in row-major order
+        (the others skip the output layer: training passes the non-padding
+        target positions)."""
+        enc_outputs = self.encode(src, src_valid_len)
+        if output_mask is None:
+            return self.decode(tgt_in, enc_outputs, src_valid_len)
+        return self.decoder(tgt_in, enc_outputs, src_valid_len, None, output_mask=output_mask)
 
     def num_parameters(self) -> int:
         """Number of distinct trainable parameters (tied weights counted once)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 __all__ = ["PositionalEncoding"]
 
 
@@ -32,7 +34,7 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, num_hiddens: int, dropout: float, max_len: int = 1000):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.max_len = max_len
         positions = torch.arange(max_len, dtype=torch.float32).reshape(-1, 1)  # (max_len, 1)
         frequencies = torch.pow(

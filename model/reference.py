@@ -98,7 +98,8 @@ class ReferenceTransformer(nn.Module):
         return self.dropout(X + self.P[: ids.shape[1]].to(X.dtype))
 
     def forward(self, src: torch.Tensor, src_valid_len: torch.Tensor, tgt_in: torch.Tensor,
-                tgt_valid_len: torch.Tensor | None = None) -> torch.Tensor:
+                tgt_valid_len: torch.Tensor | None = None,
+                output_mask: torch.Tensor | None = None) -> torch.Tensor:
         S, T = src.shape[1], tgt_in.shape[1]
         if tgt_valid_len is None:
             tgt_valid_len = (tgt_in != self.config.pad_id).sum(dim=1)  # (B,)
@@ -108,7 +109,9 @@ class ReferenceTransformer(nn.Module):
         Y = self.transformer(self.embed(src), self.embed(tgt_in), tgt_mask=causal,
                              src_key_padding_mask=src_ignore, tgt_key_padding_mask=tgt_ignore,
                              memory_key_padding_mask=src_ignore, tgt_is_causal=True)  # (B, T, D)
-        return Y @ self.embedding.weight.T  # (B, T, V)
+        if output_mask is not None:
+            Y = Y[output_mask]  # (N, D): as ours, only the wanted positions get logits
+        return Y @ self.embedding.weight.T  # (B, T, V) or (N, V)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .attention import AdditiveAttention
+from .dropout import Dropout
 from .config import ConfigError
 from .encoder_decoder import EncoderDecoder
 
@@ -155,7 +156,7 @@ class Seq2SeqEncoder(nn.Module):
         super().__init__()
         c = config
         self.embedding = embedding
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         size = c.num_hiddens // 2 if c.bidirectional else c.num_hiddens
         self.rnn = _gru(c, c.num_hiddens, size, c.bidirectional)
 
@@ -210,7 +211,7 @@ class Seq2SeqAttentionDecoder(nn.Module):
         D, L = c.num_hiddens, c.num_layers
         self.num_hiddens, self.num_layers, self.bidirectional = D, L, c.bidirectional
         self.embedding = embedding
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.attention = AdditiveAttention(D, c.attention_dropout, key_size=D, query_size=D)
         self.rnn = _gru(c, 2 * D, D, bidirectional=False)
         self.init_state = nn.Linear(D, L * D)  # W_s, one D x D block per decoder layer
@@ -235,9 +236,12 @@ class Seq2SeqAttentionDecoder(nn.Module):
 
     def forward(self, tgt: torch.Tensor, enc_outputs: torch.Tensor,
                 valid_lens: torch.Tensor | None,
-                cache: RNNDecoderCache | None = None) -> torch.Tensor:
+                cache: RNNDecoderCache | None = None,
+                output_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for ``tgt`` ``(B, T)``: the whole prefix, or with ``cache``
-        only the positions after ``cache.length`` (the cache is updated)."""
+        only the positions after ``cache.length`` (the cache is updated);
+        with ``output_mask`` ``(B, T)`` bool only the True positions, as
+        ``(N, V)`` (see :meth:`TransformerDecoder.forward`)."""
         dtype = self.rnn.weight_hh_l0.dtype  # autocast leaves the GRU in its weights' dtype
         if cache is not None and cache.hidden is not None:
             state = cache.hidden
@@ -268,10 +272,12 @@ class Seq2SeqAttentionDecoder(nn.Module):
         self.attention_weights = torch.cat(weights, dim=1) if weights else None  # (B, T, S)
         features = torch.cat([torch.cat(outputs, dim=1), torch.cat(contexts, dim=1).to(dtype),
                               embs.to(dtype)], dim=-1)  # (B, T, 3D)
-        X = self.dropout(torch.tanh(self.pre_output(features)))  # (B, T, D)
+        if output_mask is not None:
+            features = features[output_mask]  # (N, 3D)
+        X = self.dropout(torch.tanh(self.pre_output(features)))  # (B, T, D) or (N, D)
         if self.output is None:
-            return X @ self.embedding.weight.T  # (B, T, V)
-        return self.output(X)  # (B, T, V)
+            return X @ self.embedding.weight.T  # (B, T, V) or (N, V)
+        return self.output(X)  # (B, T, V) or (N, V)
 
 
 class RNNEncoderDecoder(EncoderDecoder):

@@ -370,3 +370,14 @@ def test_cli_picks_the_architecture_and_merges_overrides(cli_class, tmp_path, mo
 def test_config_and_rnn_together_are_refused():
     with pytest.raises(ValueError, match="both config .* and rnn"):
         TranslationModule(TransformerConfig(), rnn=RNNConfig())
+
+
+def test_output_mask_gives_the_selected_rows_of_the_full_logits():
+    torch.manual_seed(0)
+    model = make_model()
+    src = torch.randint(3, 40, (3, 7))
+    valid = torch.tensor([7, 4, 2])
+    tgt = torch.randint(3, 40, (3, 5))
+    mask = torch.rand(3, 5) < 0.6
+    full = model(src, valid, tgt)
+    assert torch.allclose(model(src, valid, tgt, output_mask=mask), full[mask], atol=1e-6)

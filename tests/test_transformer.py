@@ -448,3 +448,16 @@ def test_additive_cache_projects_each_key_once(monkeypatch):
     # step 1: per block one new self key and the S encoder keys; later steps: one key per block
     assert sorted(projected[:2 * blocks]) == sorted([1, S] * blocks)
     assert projected[2 * blocks:] == [1] * (4 * blocks)
+
+
+@attention_types
+@pytest.mark.parametrize("tie_embeddings", [True, False], ids=["tied", "untied"])
+def test_output_mask_gives_the_selected_rows_of_the_full_logits(attention, tie_embeddings):
+    torch.manual_seed(0)
+    model = make_model(attention=attention, tie_embeddings=tie_embeddings)
+    src, tgt = padded_source(), random_tokens(3, 6)
+    mask = torch.rand(3, 6) < 0.6
+    full = model(src, SRC_VALID_LEN, tgt)  # (B, T, V)
+    selected = model(src, SRC_VALID_LEN, tgt, output_mask=mask)  # (N, V)
+    assert selected.shape == (int(mask.sum()), V)
+    assert_close(selected, full[mask])

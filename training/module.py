@@ -323,9 +323,12 @@ class TranslationModule(L.LightningModule):
         Returns:
             (loss averaged over real target tokens, number of those tokens).
         """
-        logits = self.model(batch["src"], batch["src_valid_len"], batch["tgt_in"])  # (B, T, V)
+        labels = batch["labels"]  # (B, T)
+        keep = labels != PAD_ID  # (B, T): only these positions reach the output layer
+        logits = self.model(batch["src"], batch["src_valid_len"], batch["tgt_in"],
+                            output_mask=keep)  # (N, V)
         # F.cross_entropy(..., label_smoothing, ignore_index) in one softmax pass.
-        loss = label_smoothed_cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
+        loss = label_smoothed_cross_entropy(logits, labels[keep],
                                             self.hparams.label_smoothing, PAD_ID)
         return loss, batch["tgt_valid_len"].sum()
 
