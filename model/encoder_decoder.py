@@ -64,14 +64,16 @@ class EncoderDecoder(nn.Module):
         return self.encoder(src, src_valid_len)
 
     def decode(self, tgt_in: torch.Tensor, enc_outputs: torch.Tensor,
-               src_valid_len: torch.Tensor | None, cache=None) -> torch.Tensor:
+               src_valid_len: torch.Tensor | None, cache=None,
+               output_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T)`` decoder input, ``(B, S, D)`` encoder outputs -> logits ``(B, T, V)``.
 
         With a ``cache`` (from :meth:`init_cache`), ``tgt_in`` holds only the
         new positions and what earlier steps computed is reused (incremental
-        decoding); the cache is updated.
+        decoding); the cache is updated. With ``output_mask`` ``(B, T)`` bool,
+        only the True positions' logits, ``(N, V)`` in row-major order.
         """
-        return self.decoder(tgt_in, enc_outputs, src_valid_len, cache)
+        return self.decoder(tgt_in, enc_outputs, src_valid_len, cache, output_mask=output_mask)
 
     def init_cache(self):
         """An empty cache for incremental decoding."""
@@ -83,10 +85,8 @@ class EncoderDecoder(nn.Module):
         bool, only the True positions' logits, ``(N, V)`` in row-major order
         (the others skip the output layer: training passes the non-padding
         target positions)."""
-        enc_outputs = self.encode(src, src_valid_len)
-        if output_mask is None:
-            return self.decode(tgt_in, enc_outputs, src_valid_len)
-        return self.decoder(tgt_in, enc_outputs, src_valid_len, None, output_mask=output_mask)
+        return self.decode(tgt_in, self.encode(src, src_valid_len), src_valid_len,
+                           output_mask=output_mask)
 
     def num_parameters(self) -> int:
         """Number of distinct trainable parameters (tied weights counted once)."""
