@@ -606,7 +606,7 @@ def test_datamodule_subword_sampling_settings_refused(kwargs, message, tmp_path)
         make_datamodule(tmp_path, tmp_path, **kwargs)
 
 
-def test_subword_sampling_in_a_lightning_fit(multi30k_small, cache_dir, monkeypatch):
+def test_subword_sampling_in_a_lightning_fit(multi30k_small, cache_dir, monkeypatch, tmp_path):
     """A 2-epoch fit with reload_dataloaders_every_n_epochs=1 trains epoch e on
     sampled_train(e): two different segmentations, every batch of each used."""
     from model.config import TransformerConfig
@@ -626,7 +626,7 @@ def test_subword_sampling_in_a_lightning_fit(multi30k_small, cache_dir, monkeypa
                                                  num_heads=2, num_enc_blks=1, num_dec_blks=1),
                                warmup_steps=2)
     trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, limit_val_batches=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        logger=False, default_root_dir=str(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     assert [e for e, _ in served] == [0, 1]
@@ -634,3 +634,28 @@ def test_subword_sampling_in_a_lightning_fit(multi30k_small, cache_dir, monkeypa
     batches = [len(TokenBudgetBatchSampler(original(e).src_lens(), original(e).tgt_lens(),
                                            2048, seed=0)) for e in (0, 1)]
     assert trainer.global_step == sum(batches)
+
+
+@pytest.mark.parametrize("with_logger", [True, False])
+def test_fit_saves_tokenizer_beside_logs_only(datamodule, with_logger, tmp_path, monkeypatch):
+    """fit writes the run's spm.model into the logger's folder (the tokenizer's
+    exact bytes); without a logger nothing lands in the working directory."""
+    from model.config import TransformerConfig
+    from training.module import TranslationModule
+
+    monkeypatch.chdir(tmp_path)
+    module = TranslationModule(TransformerConfig(vocab_size=datamodule.tokenizer.vocab_size,
+                                                 num_hiddens=16, ffn_num_hiddens=16, num_heads=2,
+                                                 num_enc_blks=1, num_dec_blks=1))
+    logger = L.pytorch.loggers.CSVLogger(tmp_path / "logs") if with_logger else False
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=datamodule)
+    saved = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("spm.model"))
+    if with_logger:
+        assert saved == [Path(trainer.log_dir).relative_to(tmp_path) / "spm.model"]
+        assert (Path(trainer.log_dir) / "spm.model").read_bytes() == \
+            datamodule.tokenizer.model_proto
+    else:
+        assert saved == []

@@ -285,8 +285,9 @@ class TranslationModule(L.LightningModule):
         if datamodule is not None and datamodule.tokenizer is not None:
             self.set_tokenizer(datamodule.tokenizer)
             log_dir = self.trainer.log_dir
-            if stage == "fit" and log_dir and self.trainer.is_global_zero:
-                # The run keeps its own copy of the tokenizer beside its logs.
+            if stage == "fit" and log_dir and self.trainer.loggers and self.trainer.is_global_zero:
+                # The run keeps its own copy of the tokenizer beside its logs (without a
+                # logger there are no logs: log_dir would be the working directory).
                 os.makedirs(log_dir, exist_ok=True)
                 self.tokenizer.save(os.path.join(log_dir, "spm.model"))
 
