@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: set up .venv, train the
 # en->de Transformer on Multi30k (CONFIG, default configs/multi30k_cpu.yaml),
-# average the last epoch checkpoints (AVERAGE_LAST, default 3), choose the
+# average the last kept checkpoints (AVERAGE_LAST, default 4), choose the
 # checkpoint (best or averaged) and decoding (greedy or beam 5, length
 # penalty LENPENS, default 1.6: tuned on val of the tiny recipe) on the validation split, evaluate that choice on
 # test_2016_flickr (cased sacreBLEU + chrF, and the papers' tokenized BLEU),
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/multi30k_cpu.yaml}
 RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)}
-AVERAGE_LAST=${AVERAGE_LAST:-3}
+AVERAGE_LAST=${AVERAGE_LAST:-4}
 LENPENS=${LENPENS:-1.6}
 bash scripts/setup.sh
 PY=.venv/bin/python
@@ -18,10 +18,15 @@ start=$(date +%s)
 $PY scripts/train.py fit --config "$CONFIG" --trainer.default_root_dir "$RUN_DIR"
 trained=$(date +%s)
 CKPTS=("$RUN_DIR/checkpoints/best.ckpt")
-if [ -d "$RUN_DIR/checkpoints/epochs" ]; then
-  $PY scripts/average_checkpoints.py --run "$RUN_DIR" --last "$AVERAGE_LAST"
-  CKPTS+=("$RUN_DIR/checkpoints/averaged.ckpt")
-fi
+# The config's kept checkpoints: every 50 updates (multi30k_cpu) or every epoch (multi30k_tiny).
+for kept in "$RUN_DIR/checkpoints/updates" "$RUN_DIR/checkpoints/epochs"; do
+  if [ -d "$kept" ]; then
+    $PY scripts/average_checkpoints.py --folder "$kept" --last "$AVERAGE_LAST" \
+      --out "$RUN_DIR/checkpoints/averaged.ckpt"
+    CKPTS+=("$RUN_DIR/checkpoints/averaged.ckpt")
+    break
+  fi
+done
 # shellcheck disable=SC2086
 $PY scripts/evaluate.py --ckpt "${CKPTS[@]}" --beam 1 5 --lenpen $LENPENS --select-on val \
   --out "$RUN_DIR/eval"

@@ -75,7 +75,7 @@ def test_cli_builds_the_trainer_in_the_new_directory(tmp_path, monkeypatch):
     dirpaths = [c.dirpath for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert dirpaths and all(Path(d).is_relative_to(exp) for d in dirpaths)
     assert {Path(d).relative_to(exp).as_posix() for d in dirpaths} == {"checkpoints",
-                                                                       "checkpoints/epochs"}
+                                                                       "checkpoints/updates"}
     kinds = {type(logger).__name__: Path(logger.save_dir) for logger in cli.trainer.loggers}
     assert kinds == {"CSVLogger": exp, "TensorBoardLogger": exp}
     assert not (REPO / "runs" / "exp2").exists()

@@ -245,6 +245,7 @@ def test_config_checkpoints_best_and_last(config, tmp_path):
 # ---------------------------------------------------------- end to end run
 CPU_CONFIG = REPO / "configs" / "multi30k_cpu.yaml"
 EPOCHS = 4
+UPDATE_INTERVAL = 10  # the end-to-end run's checkpoint interval in updates
 TINY = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
         "num_enc_blks": 1, "num_dec_blks": 1}
 
@@ -260,7 +261,8 @@ def trained(multi30k_small, tmp_path_factory, train_script):
     """
     tmp = tmp_path_factory.mktemp("e2e")
     run_dir = tmp / "run"
-    callbacks = recipe_callbacks(CPU_CONFIG, run_dir)
+    # checkpoints every 10 updates instead of 50/100: this run has ~60
+    callbacks = recipe_callbacks(CPU_CONFIG, run_dir, every_n_train_steps=UPDATE_INTERVAL)
     override = {
         "trainer": {
             "default_root_dir": str(run_dir),
@@ -310,11 +312,13 @@ def test_training_run_outputs(trained):
     assert np.mean(losses[-k:]) < np.mean(losses[:k]) - 0.5, losses
     assert len(logged(rows, "val_bleu")) == EPOCHS  # one per epoch
     assert len(logged(rows, "val_loss")) == EPOCHS
-    assert sorted(p.name for p in trained["ckpt_dir"].iterdir()) == ["best.ckpt", "epochs",
-                                                                     "last.ckpt"]
-    # the last 3 epoch checkpoints, kept for averaging
-    assert sorted(p.name for p in (trained["ckpt_dir"] / "epochs").iterdir()) == \
-        [f"epoch={e:03d}.ckpt" for e in range(EPOCHS - 3, EPOCHS)]
+    assert sorted(p.name for p in trained["ckpt_dir"].iterdir()) == ["best.ckpt", "last.ckpt",
+                                                                     "updates"]
+    # the last 4 checkpoints UPDATE_INTERVAL updates apart, kept for averaging
+    steps = cli.trainer.global_step
+    assert steps >= 5 * UPDATE_INTERVAL, steps  # 4 kept, older ones deleted
+    assert sorted(p.name for p in (trained["ckpt_dir"] / "updates").iterdir()) == \
+        [f"step={s:05d}.ckpt" for s in range(UPDATE_INTERVAL, steps + 1, UPDATE_INTERVAL)][-4:]
 
 
 @pytest.mark.slow
