@@ -71,7 +71,7 @@ def test_reference_run_trains_and_checkpoints(tiny_corpus, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["--model.config.num_heads", "3"],
+    (["--model.config.num_hiddens", "256", "--model.config.num_heads", "3"],
      "model.config.num_hiddens=256 is not divisible by model.config.num_heads=3"),
     (["--model.config.attention", "foo"],
      "model.config.attention='foo' is unknown; set it to one of 'dot', 'additive'"),
