@@ -274,7 +274,9 @@ class TranslationDataModule(L.LightningDataModule):
 
     def sampled_train(self, epoch: int) -> ParallelDataset:
         """The training split segmented by subword sampling for ``epoch``
-        (``spm_alpha > 0``): the same ``seed`` and epoch give the same ids.
+        (``spm_alpha > 0``): the same ``seed`` and epoch give the same ids
+        within one process (not across processes: see
+        :meth:`Tokenizer.sample_encode`).
         Sampled segmentations are longer, so pairs over ``max_len`` are
         dropped per epoch.
 

@@ -83,9 +83,12 @@ class Tokenizer:
         shorter pieces), ``alpha`` -> infinity is the deterministic
         :meth:`encode`. A BPE model applies BPE-dropout: each merge is skipped
         with probability ``alpha`` (``nbest_size`` unused). Every sampled
-        segmentation decodes back to the same sentence. The same ``seed``
-        gives the same segmentations (the sentences are encoded on one thread
-        for that reason).
+        segmentation decodes back to the same sentence. Within one process
+        the same ``seed`` gives the same segmentations (the sentences are
+        encoded on one thread for that reason); across processes it does not
+        with SentencePiece 0.2.3 (measured: a second process draws other
+        segmentations for the same seed), so a resumed or repeated run samples
+        other segmentations than the first.
 
         Args:
             texts: sentences.

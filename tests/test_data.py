@@ -549,29 +549,35 @@ def test_datamodule_drops_long_training_pairs(datamodule, multi30k_small, cache_
     assert all(len(t) + 1 <= max_len for t in valid.tgt)
 
 
-def test_datamodule_subword_sampling_per_epoch(datamodule, multi30k_small, cache_dir):
+def test_datamodule_subword_sampling_per_epoch(multi30k_small, cache_dir):
     """spm_alpha > 0: every epoch a seeded new segmentation of the training split
     (source + EOS, target), decoding to the raw sentences; val/test unchanged;
-    the cached ids (and the tokenizer) are those of the deterministic run."""
-    dm = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3)
-    assert dm.cache_path == datamodule.cache_path
+    the cached ids (and the tokenizer) are those of the deterministic run.
+    (The same seed repeats a segmentation within one process only: see
+    Tokenizer.sample_encode.)"""
+    # max_len 512 > every sentence of the corpus in characters (<= 211), so no
+    # sampled segmentation can be dropped (at 128 a rare draw crosses it).
+    deterministic = make_datamodule(multi30k_small, cache_dir, max_len=512)
+    dm = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3, max_len=512)
+    assert dm.cache_path == deterministic.cache_path
+    deterministic.setup("fit")
     dm.setup("fit")
     epoch0, epoch1 = dm.sampled_train(0), dm.sampled_train(1)
-    again = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3)
+    again = make_datamodule(multi30k_small, cache_dir, spm_alpha=0.2, seed=3, max_len=512)
     again.setup("fit")
     same = again.sampled_train(1)
     assert [t.tolist() for t in same.tgt] == [t.tolist() for t in epoch1.tgt]
     assert [t.tolist() for t in epoch0.tgt] != [t.tolist() for t in epoch1.tgt]
-    assert len(epoch0) == len(read_raw(multi30k_small, "train", "en"))  # max_len 128 drops nothing here
+    assert len(epoch0) == len(epoch1) == len(read_raw(multi30k_small, "train", "en"))
     assert all(s[-1] == EOS_ID for s in epoch0.src)
     assert dm.tokenizer.decode([t.tolist() for t in epoch0.tgt]) == \
-        datamodule.tokenizer.decode([t.tolist() for t in datamodule.datasets["train"].tgt])
+        deterministic.tokenizer.decode([t.tolist() for t in deterministic.datasets["train"].tgt])
     assert dm.tokenizer.decode([s.tolist() for s in epoch1.src]) == \
-        dm.tokenizer.decode([s.tolist() for s in datamodule.datasets["train"].src])
-    assert epoch0.tgt_lens().sum() > datamodule.datasets["train"].tgt_lens().sum()
+        dm.tokenizer.decode([s.tolist() for s in deterministic.datasets["train"].src])
+    assert epoch0.tgt_lens().sum() > deterministic.datasets["train"].tgt_lens().sum()
     for name in ("valid", "test"):
         assert [s.tolist() for s in dm.datasets[name].src] == \
-            [s.tolist() for s in datamodule.datasets[name].src]
+            [s.tolist() for s in deterministic.datasets[name].src]
     # the training loader serves the epoch's segmentation; validation the fixed one
     loader_ids = {}
     for batch in dm.train_dataloader():
