@@ -89,6 +89,31 @@ def test_lr_cooldown_decays_linearly_to_zero(warmup, cooldown, total):
     assert lr_multiplier(5, warmup, 0, None) == inverse_sqrt_schedule(5, warmup)
 
 
+@pytest.mark.parametrize("warmup,total", [(4, 20), (300, 2450), (0, 7)])
+def test_lr_cooldown_minus_one_decays_from_the_peak_over_every_update_after_warmup(warmup, total):
+    # -1 is the cooldown that starts right after warmup: the same schedule as
+    # cooldown = total - warmup, i.e. the peak (1.0) falling linearly to 0 at `total`.
+    values = [lr_multiplier(s, warmup, -1, total) for s in range(total + 1)]
+    assert values == [lr_multiplier(s, warmup, total - warmup, total) for s in range(total + 1)]
+    for s in range(warmup, total + 1):
+        assert values[s] == pytest.approx((total - s) / (total - warmup), abs=1e-12)
+    assert max(values) == pytest.approx(1.0) and values[total] == 0.0
+
+
+def test_lr_cooldown_minus_one_and_bad_values_are_config_errors():
+    from model.config import ConfigError
+    with pytest.raises(ConfigError, match="cooldown_steps=-1 needs .*trainer.max_steps"):
+        lr_multiplier(0, 4, -1, None)
+    with pytest.raises(ConfigError, match=r"warmup_steps=20, but trainer.max_steps=20 ends"):
+        lr_multiplier(0, 20, -1, 20)
+    with pytest.raises(ConfigError, match=r"cooldown_steps=-2 must be >= 0, or -1"):
+        lr_multiplier(0, 4, -2, 20)
+    with pytest.raises(ConfigError, match=r"cooldown_steps=-3 must be >= 0, or -1"):
+        TranslationModule(TransformerConfig(vocab_size=20, num_hiddens=8, ffn_num_hiddens=16,
+                                            num_heads=2, num_enc_blks=1, num_dec_blks=1),
+                          cooldown_steps=-3)
+
+
 def test_lr_cooldown_needs_max_steps():
     from model.config import ConfigError
     with pytest.raises(ConfigError, match="cooldown_steps=5 needs .*trainer.max_steps"):

@@ -63,20 +63,32 @@ def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
     scale the inverse-square-root value reached at update ``N - C`` linearly
     down to 0 at update ``N`` (the "trapezoidal"/WSD-style anneal; an
     inverse-square-root schedule alone ends far above 0, at
-    ``sqrt(warmup / N)`` of the peak).
+    ``sqrt(warmup / N)`` of the peak). ``cooldown_steps = -1`` means every
+    update after warmup, ``C = N - warmup_steps``: linear warmup, then linear
+    decay from the peak to 0 at update ``N`` ("linear decay to zero"), which
+    follows ``total_steps`` when it changes.
 
     Raises:
-        model.config.ConfigError: if a cooldown is asked for without ``total_steps``, or is
-            longer than ``total_steps - warmup_steps``.
+        model.config.ConfigError: if a cooldown is asked for without ``total_steps``, is
+            longer than ``total_steps - warmup_steps``, or is negative other than -1.
 
     Source: Vaswani et al. 2017, eq. 3; Hägele et al. 2024, "Scaling Laws and
     Compute-Optimal Training Beyond Fixed Training Durations" (linear cooldown).
     """
-    if cooldown_steps <= 0:
+    if cooldown_steps < -1:
+        raise ConfigError(f"model.cooldown_steps={cooldown_steps} must be >= 0, or -1 for a "
+                          f"decay over every update after warmup")
+    if cooldown_steps == 0:
         return inverse_sqrt_schedule(step, warmup_steps)
     if total_steps is None or total_steps <= 0:
         raise ConfigError(f"model.cooldown_steps={cooldown_steps} needs a known number of "
                          f"updates: set trainer.max_steps")
+    if cooldown_steps == -1:
+        if total_steps <= warmup_steps:
+            raise ConfigError(f"model.cooldown_steps=-1 decays after model.warmup_steps="
+                              f"{warmup_steps}, but trainer.max_steps={total_steps} ends "
+                              f"before that; raise trainer.max_steps or lower the warmup")
+        cooldown_steps = total_steps - warmup_steps
     if cooldown_steps > total_steps - warmup_steps:
         raise ConfigError(f"model.cooldown_steps={cooldown_steps} is longer than the "
                          f"{total_steps - warmup_steps} updates after model.warmup_steps="
@@ -84,7 +96,7 @@ def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
     start = total_steps - cooldown_steps
     if step < start:
         return inverse_sqrt_schedule(step, warmup_steps)
-    level = inverse_sqrt_schedule(start - 1, warmup_steps)
+    level = inverse_sqrt_schedule(max(start - 1, 0), warmup_steps)  # start 0: no warmup
     return level * max(0.0, (total_steps - step) / cooldown_steps)
 
 
@@ -156,7 +168,8 @@ def _check_hyperparameters(lr: float, warmup_steps: int, cooldown_steps: int,
     problems = [
         (not lr > 0, f"model.lr={lr} must be positive (the peak learning rate), e.g. 0.002"),
         (warmup_steps < 0, f"model.warmup_steps={warmup_steps} must be >= 0"),
-        (cooldown_steps < 0, f"model.cooldown_steps={cooldown_steps} must be >= 0"),
+        (cooldown_steps < -1, f"model.cooldown_steps={cooldown_steps} must be >= 0, or -1 "
+                              f"for a decay over every update after warmup"),
         (not 0 <= label_smoothing < 1,
          f"model.label_smoothing={label_smoothing} must be in [0, 1), e.g. 0.1"),
         (len(betas) != 2 or not all(0 <= b < 1 for b in betas),
@@ -205,8 +218,9 @@ class TranslationModule(L.LightningModule):
             processes' clocks could disagree): ignored there.
         cooldown_steps: the last this many updates of the run
             (``trainer.max_steps``) decay the learning rate linearly to 0;
-            0 keeps the plain inverse-square-root schedule
-            (:func:`lr_multiplier`).
+            0 keeps the plain inverse-square-root schedule; -1 decays over
+            every update after warmup, from the peak to 0 at ``max_steps``
+            (linear decay to zero, :func:`lr_multiplier`).
         betas: Adam betas.
         eps: Adam epsilon.
         weight_decay: decoupled weight decay (AdamW); 0 gives Adam.
@@ -400,7 +414,7 @@ class TranslationModule(L.LightningModule):
         # is unknown, so there is no cooldown.
         cooldown = self.hparams.get("cooldown_steps", 0) if self._trainer is not None else 0
         total = None
-        if cooldown > 0:
+        if cooldown != 0:
             total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
             lr_multiplier(0, warmup, cooldown, total)  # a bad combination fails before step 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -449,7 +463,9 @@ class TranslationModule(L.LightningModule):
         annealed = ""
         if self.hparams.get("lr_time_budget") and trainer.world_size == 1:
             annealed = " model.lr_time_budget fitted the schedule into the time;"
-        elif cooldown > 0 and max_steps > 0:
+        elif cooldown != 0 and max_steps > 0:
+            if cooldown == -1:
+                cooldown = max_steps - self.hparams.warmup_steps
             annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
                         else " the learning-rate cooldown did not reach 0;")
         rank_zero_warn(f"trainer.max_time stopped training in epoch {self.current_epoch} at "
