@@ -5,6 +5,8 @@ the steps README gives for the recipe, in miniature."""
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def test_tiny_recipe_trains_averages_and_selects(multi30k_small, tmp_path, monke
 @pytest.mark.parametrize("time_budget", [False, True])
 def test_max_time_cut_is_reported_and_time_budget_anneals(multi30k_small, tmp_path, time_budget):
     with pytest.warns(UserWarning, match=r"trainer.max_time stopped training in epoch \d+ at "
-                                         r"global step \d+ of max_steps=100000"):
+                                         r"global step \d+ of max_steps=100000") as caught:
         cli, _ = _fit(tmp_path, multi30k_small,
                       {"max_steps": 100000, "max_time": "00:00:00:03",
                        "check_val_every_n_epoch": 50},
@@ -88,6 +90,12 @@ def test_max_time_cut_is_reported_and_time_budget_anneals(multi30k_small, tmp_pa
                        "lr_time_budget": time_budget})
     step = cli.trainer.global_step
     assert 0 < step < 100000
+    # The epoch it names counts from 1: the cut came after `step` updates of
+    # num_training_batches each (a cut at an epoch's last update names that epoch).
+    message = next(str(w.message) for w in caught if "max_time stopped" in str(w.message))
+    named = int(re.search(r"in epoch (\d+) at global step (\d+)", message).group(1))
+    assert named == math.ceil(step / cli.trainer.num_training_batches), message
+    assert f"the progress bar's 'Epoch {named - 1}'" in message
     lr, peak = cli.trainer.optimizers[0].param_groups[0]["lr"], cli.model.hparams.lr
     plain = peak * lr_multiplier(step, 2, 50000, 100000)  # after `step` scheduler steps
     if time_budget:  # the schedule ran on the clock: annealed close to 0 by the cut

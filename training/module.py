@@ -450,8 +450,15 @@ class TranslationModule(L.LightningModule):
             return step
         return max(step, time_fraction * total)
 
+    def on_train_epoch_start(self) -> None:
+        # Remembered for the max_time message: Lightning has already counted
+        # a cut epoch as done (current_epoch + 1) by the time on_train_end runs.
+        self._epoch_running = self.current_epoch
+
     def on_train_end(self) -> None:
-        """Say so when ``trainer.max_time`` ended training before its budget."""
+        """Say so when ``trainer.max_time`` ended training before its budget: the
+        epoch it cut, counted from 1 (the progress bar's ``Epoch`` counts from 0),
+        the global step and the budget."""
         trainer, timer = self.trainer, self._timer()
         if timer is None or timer.time_remaining() is None or timer.time_remaining() > 0:
             return
@@ -468,9 +475,11 @@ class TranslationModule(L.LightningModule):
                 cooldown = max_steps - self.hparams.warmup_steps
             annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
                         else " the learning-rate cooldown did not reach 0;")
-        rank_zero_warn(f"trainer.max_time stopped training in epoch {self.current_epoch} at "
+        epoch = getattr(self, "_epoch_running", self.current_epoch)
+        rank_zero_warn(f"trainer.max_time stopped training in epoch {epoch + 1} at "
                        f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
-                       f"training);{annealed} this machine is slower than the recipe assumes. "
+                       f"training; epochs counted from 1, the progress bar's 'Epoch {epoch}');"
+                       f"{annealed} this machine is slower than the recipe assumes. "
                        f"Raise trainer.max_time to train the whole budget")
 
     # ------------------------------------------------------------ validation
