@@ -75,11 +75,28 @@ def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
     Source: Vaswani et al. 2017, eq. 3; Hägele et al. 2024, "Scaling Laws and
     Compute-Optimal Training Beyond Fixed Training Durations" (linear cooldown).
     """
+    cooldown_steps = cooldown_length(cooldown_steps, warmup_steps, total_steps)
+    if cooldown_steps == 0:
+        return inverse_sqrt_schedule(step, warmup_steps)
+    start = total_steps - cooldown_steps
+    if step < start:
+        return inverse_sqrt_schedule(step, warmup_steps)
+    level = inverse_sqrt_schedule(max(start - 1, 0), warmup_steps)  # start 0: no warmup
+    return level * max(0.0, (total_steps - step) / cooldown_steps)
+
+
+def cooldown_length(cooldown_steps: int, warmup_steps: int, total_steps: int | None) -> int:
+    """How many final updates the linear cooldown of :func:`lr_multiplier` spans:
+    ``cooldown_steps`` itself, 0 for none, or ``total_steps - warmup_steps`` for -1.
+
+    Raises:
+        model.config.ConfigError: as :func:`lr_multiplier`.
+    """
     if cooldown_steps < -1:
         raise ConfigError(f"model.cooldown_steps={cooldown_steps} must be >= 0, or -1 for a "
                           f"decay over every update after warmup")
     if cooldown_steps == 0:
-        return inverse_sqrt_schedule(step, warmup_steps)
+        return 0
     if total_steps is None or total_steps <= 0:
         raise ConfigError(f"model.cooldown_steps={cooldown_steps} needs a known number of "
                          f"updates: set trainer.max_steps")
@@ -93,11 +110,7 @@ def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
         raise ConfigError(f"model.cooldown_steps={cooldown_steps} is longer than the "
                          f"{total_steps - warmup_steps} updates after model.warmup_steps="
                          f"{warmup_steps} (trainer.max_steps={total_steps}); lower it")
-    start = total_steps - cooldown_steps
-    if step < start:
-        return inverse_sqrt_schedule(step, warmup_steps)
-    level = inverse_sqrt_schedule(max(start - 1, 0), warmup_steps)  # start 0: no warmup
-    return level * max(0.0, (total_steps - step) / cooldown_steps)
+    return cooldown_steps
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -471,8 +484,7 @@ class TranslationModule(L.LightningModule):
         if self.hparams.get("lr_time_budget") and trainer.world_size == 1:
             annealed = " model.lr_time_budget fitted the schedule into the time;"
         elif cooldown != 0 and max_steps > 0:
-            if cooldown == -1:
-                cooldown = max_steps - self.hparams.warmup_steps
+            cooldown = cooldown_length(cooldown, self.hparams.warmup_steps, max_steps)
             annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
                         else " the learning-rate cooldown did not reach 0;")
         epoch = getattr(self, "_epoch_running", self.current_epoch)
