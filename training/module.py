@@ -305,6 +305,7 @@ class TranslationModule(L.LightningModule):
         self._val_hyps: dict[int, str] = {}
         self._step_loss: torch.Tensor | None = None  # this update's loss, checked with its gradients
         self.skipped_batches = 0
+        self._epoch_running: int | None = None  # set by on_train_epoch_start (max_time message)
 
     # -------------------------------------------------------------- plumbing
     def setup(self, stage: str) -> None:
@@ -487,7 +488,7 @@ class TranslationModule(L.LightningModule):
             cooldown = cooldown_length(cooldown, self.hparams.warmup_steps, max_steps)
             annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
                         else " the learning-rate cooldown did not reach 0;")
-        epoch = getattr(self, "_epoch_running", self.current_epoch)
+        epoch = self.current_epoch if self._epoch_running is None else self._epoch_running
         rank_zero_warn(f"trainer.max_time stopped training in epoch {epoch + 1} at "
                        f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
                        f"training; epochs counted from 1, the progress bar's 'Epoch {epoch}');"
