@@ -492,7 +492,7 @@ class TranslationModule(L.LightningModule):
         rank_zero_warn(f"trainer.max_time stopped training in epoch {epoch + 1} at "
                        f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
                        f"training; epochs counted from 1, the progress bar's 'Epoch {epoch}');"
-                       f"{annealed} this machine is slower than the recipe assumes. "
+                       f"{annealed} the time ran out before the training budget (max_steps or max_epochs). "
                        f"Raise trainer.max_time to train the whole budget")
 
     # ------------------------------------------------------------ validation
