@@ -305,7 +305,7 @@ class TranslationModule(L.LightningModule):
         self._val_hyps: dict[int, str] = {}
         self._step_loss: torch.Tensor | None = None  # this update's loss, checked with its gradients
         self.skipped_batches = 0
-        self._epoch_running: int | None = None  # set by on_train_epoch_start (max_time message)
+        self._epoch_running: int | None = None  # set in on_train_epoch_start (max_time message)
 
     # -------------------------------------------------------------- plumbing
     def setup(self, stage: str) -> None:
@@ -492,7 +492,8 @@ class TranslationModule(L.LightningModule):
         rank_zero_warn(f"trainer.max_time stopped training in epoch {epoch + 1} at "
                        f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
                        f"training; epochs counted from 1, the progress bar's 'Epoch {epoch}');"
-                       f"{annealed} the time ran out before the training budget (max_steps or max_epochs). "
+                       f"{annealed} the time ran out before the training budget "
+                       f"(max_steps or max_epochs). "
                        f"Raise trainer.max_time to train the whole budget")
 
     # ------------------------------------------------------------ validation
