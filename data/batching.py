@@ -32,7 +32,9 @@ class ParallelDataset(Dataset):
     """Token-id pairs of one split; item ``i`` is ``(i, src_ids, tgt_ids)``.
 
     Args:
-        src: source id sequences, each already ending with EOS.
+        src: source id sequences, each already ending with EOS: a list of
+            arrays, or the memory-mapped :class:`data.cache.PackedSequences`
+            of the token cache (indexed in place, lengths read from its offsets).
         tgt: target id sequences (no BOS/EOS; added by :func:`collate_batch`),
             or None for source-only data (translation).
 
@@ -53,13 +55,20 @@ class ParallelDataset(Dataset):
 
     def src_lens(self) -> np.ndarray:
         """``(N,)`` source lengths (EOS included)."""
-        return np.fromiter((len(s) for s in self.src), dtype=np.int64, count=len(self.src))
+        return _lengths(self.src)
 
     def tgt_lens(self) -> np.ndarray:
         """``(N,)`` target lengths as batched (target + EOS); zeros without targets."""
         if self.tgt is None:
             return np.zeros(len(self.src), dtype=np.int64)
-        return np.fromiter((len(t) + 1 for t in self.tgt), dtype=np.int64, count=len(self.tgt))
+        return _lengths(self.tgt) + 1
+
+
+def _lengths(seqs: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N,)`` int64 lengths: from packed offsets in one vectorized step, else one by one."""
+    if hasattr(seqs, "lengths"):
+        return np.asarray(seqs.lengths(), dtype=np.int64)
+    return np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
@@ -98,38 +107,56 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         #: Batches of the epoch to leave out at the start of the next iteration
         #: (set by :class:`ResumableDataLoader` when resuming mid-epoch).
         self.skip = 0
+        self._cached: tuple[int, list[np.ndarray]] | None = None  # (epoch, its batches)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
+    def _batches(self) -> list[np.ndarray]:
+        """This rank's batches of the current epoch (made once per epoch, then reused)."""
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(len(self.lens)) if self.shuffle else np.arange(len(self.lens))
         order = order[np.argsort(self.lens[order], kind="stable")]
-        batches, batch, longest = [], [], 0
-        for i in order.tolist():
-            new_longest = max(longest, int(self.lens[i]))
-            if batch and new_longest * (len(batch) + 1) > self.max_tokens:
-                batches.append(batch)
-                batch, new_longest = [], int(self.lens[i])
-            batch.append(i)
-            longest = new_longest
-        if batch:
-            batches.append(batch)
+        batches = _cut(order, self.lens[order], self.max_tokens)
         if self.shuffle:
             batches = [batches[j] for j in rng.permutation(len(batches))]
         if self.num_replicas > 1:
             total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
             batches = (batches + batches[: total - len(batches)])[self.rank::self.num_replicas]
+        self._cached = (self.epoch, batches)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches()[self.skip:])
+        return (batch.tolist() for batch in self._batches()[self.skip:])
 
     def __len__(self) -> int:
         """Batches in a whole epoch (also while resuming with ``skip`` set)."""
         return len(self._batches())
+
+
+def _cut(order: np.ndarray, lens: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Cut pairs sorted by length into consecutive batches with ``B * longest <= max_tokens``.
+
+    Greedy, as fairseq's ``batch_by_size``: a batch grows while adding the next
+    pair keeps it within the budget. The lengths are sorted, so the longest
+    pair of a batch is its last one and a batch starting at ``s`` is the
+    longest run with ``lens[j] * (j - s + 1) <= max_tokens``; each batch is
+    found with one vectorized comparison over at most ``max_tokens //
+    lens[s]`` candidates, so an epoch costs O(N) in NumPy and a Python step
+    per batch, not per pair.
+    """
+    batches, start, n = [], 0, len(order)
+    while start < n:
+        room = max(1, max_tokens // int(lens[start]))
+        window = lens[start: start + room]
+        fits = window * np.arange(1, len(window) + 1) <= max_tokens  # non-increasing: a prefix
+        size = max(1, int(fits.sum()))
+        batches.append(order[start: start + size])
+        start += size
+    return batches
 
 
 class ResumableDataLoader(DataLoader):
@@ -201,19 +228,21 @@ class ResumableDataLoader(DataLoader):
 
 def _pad(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None
          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad id sequences (optionally adding a prefix/suffix id) -> ``(B, L)``, lengths ``(B,)``."""
-    extra = (prefix is not None) + (suffix is not None)
-    lens = torch.tensor([len(s) + extra for s in seqs], dtype=torch.long)
-    out = torch.full((len(seqs), int(lens.max())), PAD_ID, dtype=torch.long)
+    """Pad id sequences (optionally adding a prefix/suffix id) -> ``(B, L)``, lengths ``(B,)``.
+
+    Filled in NumPy, so read-only (memory-mapped) sequences are copied, never wrapped.
+    """
+    start = int(prefix is not None)
+    lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    total = lens + start + (suffix is not None)
+    out = np.full((len(seqs), int(total.max())), PAD_ID, dtype=np.int64)
+    if prefix is not None:
+        out[:, 0] = prefix
     for row, seq in enumerate(seqs):
-        start = 0
-        if prefix is not None:
-            out[row, 0] = prefix
-            start = 1
-        out[row, start: start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        if suffix is not None:
-            out[row, start + len(seq)] = suffix
-    return out, lens
+        out[row, start: start + len(seq)] = seq
+    if suffix is not None:
+        out[np.arange(len(seqs)), start + lens] = suffix
+    return torch.from_numpy(out), torch.from_numpy(total)
 
 
 def collate_batch(items: list[tuple[int, np.ndarray, np.ndarray | None]]) -> dict[str, torch.Tensor]:

@@ -22,8 +22,9 @@ import os
 from pathlib import Path
 
 import datasets
+import numpy as np
 
-from .reading import CorpusError, invalid_utf8_error, read_lines
+from .reading import CorpusError, invalid_utf8_error, iter_column, read_lines
 from .tatoeba import GroupedSplit, load_tatoeba
 
 __all__ = ["CorpusError", "find_split_file", "invalid_utf8_error", "load_parallel_corpus",
@@ -87,15 +88,21 @@ def looks_like_local_path(source: str) -> bool:
 
 
 def _drop_empty(ds: datasets.Dataset, split: str) -> datasets.Dataset:
-    """Drop pairs where either side is empty or whitespace-only; log how many."""
-    kept = ds.filter(lambda batch: [bool(s.strip()) and bool(t.strip())
-                                    for s, t in zip(batch["src"], batch["tgt"])],
-                     batched=True, load_from_cache_file=False)
-    dropped = len(ds) - len(kept)
-    if dropped:
-        log.warning("split %s: dropped %d of %d pairs with an empty or whitespace-only side",
-                    split, dropped, len(ds))
-    return kept
+    """Drop pairs where either side is empty or whitespace-only; log how many.
+
+    Both columns are read in Arrow chunks (:func:`data.reading.iter_column`);
+    when nothing is dropped ``ds`` is returned as it is (no indices mapping,
+    so later reads stay contiguous).
+    """
+    keep = np.fromiter(
+        (bool(s.strip()) and bool(t.strip())
+         for src, tgt in zip(iter_column(ds, "src"), iter_column(ds, "tgt"))
+         for s, t in zip(src, tgt)), dtype=bool, count=len(ds))
+    if keep.all():
+        return ds
+    log.warning("split %s: dropped %d of %d pairs with an empty or whitespace-only side",
+                split, int((~keep).sum()), len(ds))
+    return ds.select(np.flatnonzero(keep))
 
 
 def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str,
@@ -146,7 +153,9 @@ def load_parallel_corpus(source: str | os.PathLike, src_lang: str, tgt_lang: str
                     f"split {corpus_split!r}: {src_path} has {len(src_ds)} lines but "
                     f"{tgt_path} has {len(tgt_ds)}; the files of a split must be "
                     f"line-aligned (one sentence per line, same order)")
-            ds = src_ds.rename_column("text", "src").add_column("tgt", tgt_ds["text"])
+            # Side by side at the Arrow level: no Python pass over the rows.
+            ds = datasets.concatenate_datasets([src_ds.rename_column("text", "src"),
+                                                tgt_ds.rename_column("text", "tgt")], axis=1)
             out[name] = _drop_empty(ds, corpus_split)
         return datasets.DatasetDict(out)
     if looks_like_local_path(str(source)):
@@ -195,9 +204,10 @@ def _load_hub_corpus(dataset_id: str, src_lang: str, tgt_lang: str, splits: dict
                 f"no language {', '.join(map(repr, missing))} in its 'translation' column; "
                 f"languages present: {', '.join(languages) or 'none'}. Set data.src_lang and "
                 f"data.tgt_lang to two of them (or pick another data.hub_config)")
-        ds = ds.map(lambda row: {"src": row["translation"][src_lang],
-                                 "tgt": row["translation"][tgt_lang]},
-                    remove_columns=ds.column_names)
+        # The struct column's fields become columns at the Arrow level (no pass over rows).
+        ds = ds.select_columns(["translation"]).flatten()
+        ds = ds.rename_columns({f"translation.{src_lang}": "src", f"translation.{tgt_lang}": "tgt"})
+        ds = ds.select_columns(["src", "tgt"])
         out[name] = _drop_empty(ds, corpus_split)
     return datasets.DatasetDict(out)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
+import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +18,10 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from .batching import ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler, collate_batch
+from .cache import (CACHE_VERSION, CacheDamaged, PackedSequences, PackedWriter, load_packed, pack,
+                    read_manifest, write_manifest)
 from .corpus import CorpusError, find_split_file, load_parallel_corpus
+from .reading import column, iter_column
 from .tatoeba import GroupedSplit
 from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
@@ -35,16 +41,30 @@ def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_len: int,
     return [np.asarray(seq[: max_len - 1] + [EOS_ID], dtype=np.int32) for seq in ids]
 
 
-def _pack(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged id lists -> flat ``int32`` array and ``(N + 1,)`` offsets."""
-    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(s) for s in seqs])
-    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int32, count=int(offsets[-1]))
-    return flat, offsets
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``getrusage``'s ``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
+class _StageClock:
+    """Seconds and the running peak RSS after each named stage (logged and kept in the manifest)."""
+
+    def __init__(self):
+        self.stages: dict[str, dict[str, float]] = {}
+        self._last = time.perf_counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        stage = self.stages.setdefault(name, {"seconds": 0.0})
+        stage["seconds"] = round(stage["seconds"] + seconds, 3)
+        stage["peak_rss_mb"] = round(peak_rss_mb(), 1)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.add(name, now - self._last)
+        self._last = now
+
+    def restart(self) -> None:
+        self._last = time.perf_counter()
 
 
 def _check_settings(max_len: int, max_tokens: int, eval_max_tokens: int, vocab_size: int,
@@ -159,8 +179,8 @@ class TranslationDataModule(L.LightningDataModule):
         self.grouped_split = GroupedSplit(valid_size, test_size, split_seed)
         self.vocab_size, self.spm_model_type = vocab_size, spm_model_type
         self.spm_alpha, self.spm_nbest_size = spm_alpha, spm_nbest_size
-        #: The training split's raw (source, target) sentences, kept for sampling.
-        self._train_text: tuple[list[str], list[str]] | None = None
+        #: The training split's raw sentences (an Arrow dataset), kept for sampling.
+        self._train_corpus = None
         self._sampled: tuple[int, ParallelDataset] | None = None  # (epoch, its dataset)
         self.max_len, self.max_tokens, self.eval_max_tokens = max_len, max_tokens, eval_max_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
@@ -174,7 +194,7 @@ class TranslationDataModule(L.LightningDataModule):
         identity = {"source": str(self.source), "langs": [self.src_lang, self.tgt_lang],
                     "splits": self.splits, "hub_config": self.hub_config,
                     "vocab_size": self.vocab_size, "model_type": self.spm_model_type,
-                    "max_len": self.max_len, "version": 1}
+                    "max_len": self.max_len, "version": CACHE_VERSION}
         if Path(self.source).is_file():  # a Tatoeba zip: split by data.tatoeba
             identity["source"] = str(Path(self.source).resolve())
             stat = Path(self.source).stat()
@@ -194,49 +214,159 @@ class TranslationDataModule(L.LightningDataModule):
 
     @property
     def cache_path(self) -> Path:
-        """Folder holding ``spm.model`` and ``{split}.npz`` for this data config."""
+        """Folder holding ``spm.model``, the split arrays and ``manifest.json``
+        for this data config (layout: :mod:`data.cache`)."""
         return Path(self.cache_dir) / "tokenized" / self._cache_key()
 
-    def _load_text(self):
-        corpus = load_parallel_corpus(self.source, self.src_lang, self.tgt_lang, self.splits,
-                                      cache_dir=os.path.join(self.cache_dir, "datasets"),
-                                      hub_config=self.hub_config,
-                                      grouped_split=self.grouped_split)
-        return corpus
+    def _load_text(self, names: list[str] | None = None):
+        """The corpus splits ``names`` (default: all three) as ``src``/``tgt`` datasets."""
+        splits = {name: self.splits[name] for name in (names or self.splits)}
+        return load_parallel_corpus(self.source, self.src_lang, self.tgt_lang, splits,
+                                    cache_dir=os.path.join(self.cache_dir, "datasets"),
+                                    hub_config=self.hub_config,
+                                    grouped_split=self.grouped_split)
+
+    def _open_cache(self, path: Path) -> tuple[dict, Tokenizer, dict[str, tuple]] | None:
+        """The manifest, tokenizer and packed ``(src, tgt)`` of every split of a
+        built cache; None if it is not built.
+
+        Raises:
+            data.cache.CacheDamaged: if it is there but does not hold what its
+                manifest says (sizes, lengths, offsets, the tokenizer's checksum).
+        """
+        manifest = read_manifest(path)
+        if manifest is None:
+            return None
+        model = path / "spm.model"
+        data = model.read_bytes() if model.exists() else b""
+        if hashlib.sha256(data).hexdigest() != manifest.get("spm_model_sha256"):
+            raise CacheDamaged(f"{model} is missing or differs from the checksum written with it")
+        try:
+            tokenizer = Tokenizer(data)
+        except (ValueError, RuntimeError, OSError) as err:
+            raise CacheDamaged(f"{model} is not a SentencePiece model of this project "
+                               f"({err})") from err
+        splits = {}
+        for name in self.splits:
+            entry = manifest.get("splits", {}).get(name)
+            if entry is None:
+                raise CacheDamaged(f"{path / 'manifest.json'} lists no split {name!r}")
+            splits[name] = (load_packed(path, entry["src"]), load_packed(path, entry["tgt"]))
+            if len(splits[name][0]) != len(splits[name][1]):
+                raise CacheDamaged(f"{path}: split {name!r} has {len(splits[name][0])} sources "
+                                   f"but {len(splits[name][1])} targets")
+        return manifest, tokenizer, splits
+
+    def _cache_ready(self) -> bool:
+        """Whether the cache is built and intact; a damaged one is removed (with a warning)."""
+        path = self.cache_path
+        try:
+            return self._open_cache(path) is not None
+        except CacheDamaged as err:
+            log.warning("token cache %s is damaged (%s); rebuilding it", path, err)
+            return False
 
     def prepare_data(self) -> None:
-        """Train the tokenizer and tokenize every split, unless cached already.
+        """Train the tokenizer and tokenize every split into the cache, unless it is built.
+
+        Linear in the corpus and bounded in memory: the splits are read in Arrow
+        chunks (:func:`data.reading.iter_column`), SentencePiece trains on a
+        stream of the training sentences (a sample of at most 1 M of them,
+        source sentences first, then target sentences), and every chunk is
+        encoded on all cores and written straight into the flat ``int32``
+        arrays of :mod:`data.cache`. The folder is built under a temporary name
+        and renamed when complete, so an interrupted run leaves no half cache;
+        a damaged cache is rebuilt with a warning. The seconds and peak RSS of
+        each stage (read, tokenizer, encode, write) are logged and kept in
+        ``manifest.json``.
 
         Raises:
             data.corpus.CorpusError: for missing, misaligned or non-UTF-8
-                corpus files, or unknown languages or splits.
+                corpus files, or unknown languages or splits; or if a
+                multi-node run finds no cache (build it once with
+                ``scripts/prepare_data.py``, or every node would write it).
             ValueError: if ``vocab_size`` does not fit the training split (the
                 message names ``data.vocab_size`` and the size that fits).
         """
-        path = self.cache_path
-        if (path / "done").exists():
+        if self._cache_ready():
             return
-        start = time.perf_counter()
+        path = self.cache_path
+        trainer = self.trainer
+        if trainer is not None and getattr(trainer, "num_nodes", 1) > 1:
+            raise CorpusError(
+                f"the token cache {path} is not built and this run has "
+                f"trainer.num_nodes={trainer.num_nodes}: every node would tokenize the corpus "
+                f"and write the same files. Build it once before launching: python "
+                f"scripts/prepare_data.py --config <this config> (data.cache_dir on a filesystem "
+                f"all nodes share)")
+        clock = _StageClock()
         corpus = self._load_text()
+        clock.lap("read")
         train = corpus["train"]
-        sentences = list(train["src"]) + list(train["tgt"])
+        sentences = itertools.chain(itertools.chain.from_iterable(iter_column(train, "src")),
+                                    itertools.chain.from_iterable(iter_column(train, "tgt")))
         tokenizer = train_tokenizer(
             sentences, vocab_size=self.vocab_size, model_type=self.spm_model_type,
             corpus=f"the training split {self.splits['train']!r} of {self.source} "
-                   f"({len(sentences)} {self.src_lang} and {self.tgt_lang} sentences)")
-        path.mkdir(parents=True, exist_ok=True)
-        for name, ds in corpus.items():
-            src_flat, src_off = _pack([ids + [EOS_ID] for ids in tokenizer.encode(ds["src"])])
-            tgt_flat, tgt_off = _pack(tokenizer.encode(ds["tgt"]))
-            tmp = path / f"{name}.tmp.npz"
-            np.savez(tmp, src=src_flat, src_offsets=src_off, tgt=tgt_flat, tgt_offsets=tgt_off)
-            os.replace(tmp, path / f"{name}.npz")
-        tokenizer.save(str(path / "spm.model"))
-        (path / "done").write_text(json.dumps({"seconds": time.perf_counter() - start}))
-        log.info("tokenized %s in %.1f s -> %s", self.source, time.perf_counter() - start, path)
+                   f"({2 * len(train)} {self.src_lang} and {self.tgt_lang} sentences)")
+        clock.lap("tokenizer")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            manifest = {"version": CACHE_VERSION, "source": str(self.source),
+                        "languages": [self.src_lang, self.tgt_lang], "splits": {}}
+            for name, ds in corpus.items():
+                entry = {"corpus_split": self.splits[name], "pairs": len(ds)}
+                for side, append in (("src", EOS_ID), ("tgt", None)):
+                    writer = PackedWriter(tmp / f"{name}.{side}")
+                    try:
+                        for chunk in iter_column(ds, side):
+                            clock.restart()
+                            flat, lengths = pack(tokenizer.encode(chunk), append)
+                            clock.lap("encode")
+                            writer.add(flat, lengths)
+                            clock.lap("write")
+                        clock.restart()
+                        entry[side] = writer.close()
+                        clock.lap("write")
+                    except BaseException:
+                        writer.abort()
+                        raise
+                manifest["splits"][name] = entry
+            tokenizer.save(str(tmp / "spm.model"))
+            manifest["spm_model_sha256"] = hashlib.sha256(tokenizer.model_proto).hexdigest()
+            manifest["stages"] = clock.stages
+            write_manifest(tmp, manifest)
+            self._install(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        total = sum(stage["seconds"] for stage in clock.stages.values())
+        log.info("tokenized %s in %.1f s (%s; peak RSS %.0f MiB) -> %s", self.source, total,
+                 ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in clock.stages.items()),
+                 peak_rss_mb(), path)
+
+    @staticmethod
+    def _install(tmp: Path, path: Path) -> None:
+        """Move a complete cache folder into place, replacing a damaged one."""
+        if path.exists():
+            old = path.with_name(f"{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process installed the same cache meanwhile
+            if read_manifest(path) is None:
+                raise
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the tokenizer, token ids and raw references from the cache.
+        """Open the tokenizer and the memory-mapped token ids; read the raw
+        sources and references of the evaluation splits.
+
+        The training split is never held as Python objects: its ids stay in
+        the memory-mapped cache, and pairs longer than ``max_len`` are left out
+        by an index array. Evaluation sources longer than ``max_len`` are
+        truncated (EOS kept last), their targets likewise.
 
         Raises:
             data.corpus.CorpusError, ValueError: as :meth:`prepare_data`.
@@ -244,33 +374,46 @@ class TranslationDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()
-        path = self.cache_path
-        self.tokenizer = Tokenizer.load(str(path / "spm.model"))
-        corpus = self._load_text()
-        for name in self.splits:
-            arrays = np.load(path / f"{name}.npz")
-            src = _unpack(arrays["src"], arrays["src_offsets"])
-            tgt = _unpack(arrays["tgt"], arrays["tgt_offsets"])
+        opened = self._open_cache(self.cache_path)
+        if opened is None:  # removed between prepare_data and here
+            raise CorpusError(f"the token cache {self.cache_path} disappeared while this run "
+                              f"started; run again (or scripts/prepare_data.py first)")
+        _, self.tokenizer, packed = opened
+        text_splits = [name for name in self.splits if name != "train"]
+        if self.spm_alpha > 0:
+            text_splits.append("train")
+        corpus = self._load_text(text_splits)
+        for name, (src, tgt) in packed.items():
             if name == "train":
                 src, tgt = self._drop_long(src, tgt, warn=True)
                 if self.spm_alpha > 0:
-                    self._train_text = (list(corpus[name]["src"]), list(corpus[name]["tgt"]))
+                    self._train_corpus = corpus[name]
             else:
-                src = [s if len(s) <= self.max_len else np.append(s[: self.max_len - 1], EOS_ID)
-                       for s in src]
-                tgt = [t[: self.max_len - 1] for t in tgt]
-                self.references[name] = list(corpus[name]["tgt"])
-                self.sources[name] = list(corpus[name]["src"])
+                src, tgt = self._truncate(src, tgt)
+                self.references[name] = column(corpus[name], "tgt")
+                self.sources[name] = column(corpus[name], "src")
             self.datasets[name] = ParallelDataset(src, tgt)
 
-    def _drop_long(self, src: list, tgt: list, warn: bool = False) -> tuple[list, list]:
-        """Training pairs whose source or target (+ EOS) exceeds ``max_len`` are dropped."""
-        keep = [i for i in range(len(src))
-                if len(src[i]) <= self.max_len and len(tgt[i]) + 1 <= self.max_len]
-        if warn and len(keep) < len(src):
+    def _truncate(self, src: PackedSequences, tgt: PackedSequences) -> tuple:
+        """Evaluation pairs: sources over ``max_len`` cut to ``max_len`` (EOS last), targets
+        to ``max_len - 1`` (EOS is added when batched); kept packed when nothing is cut."""
+        if (src.lengths() <= self.max_len).all() and (tgt.lengths() < self.max_len).all():
+            return src, tgt
+        return ([s if len(s) <= self.max_len else np.append(s[: self.max_len - 1], EOS_ID)
+                 for s in src], [t[: self.max_len - 1] for t in tgt])
+
+    def _drop_long(self, src: PackedSequences, tgt: PackedSequences,
+                   warn: bool = False) -> tuple[PackedSequences, PackedSequences]:
+        """Training pairs whose source or target (+ EOS) exceeds ``max_len`` are dropped
+        (an index array over the packed ids; nothing is copied)."""
+        keep = (src.lengths() <= self.max_len) & (tgt.lengths() + 1 <= self.max_len)
+        if keep.all():
+            return src, tgt
+        if warn:
             log.warning("train: dropped %d of %d pairs longer than max_len=%d tokens",
-                        len(src) - len(keep), len(src), self.max_len)
-        return [src[i] for i in keep], [tgt[i] for i in keep]
+                        int((~keep).sum()), len(keep), self.max_len)
+        index = np.flatnonzero(keep)
+        return src.subset(index), tgt.subset(index)
 
     def sampled_train(self, epoch: int) -> ParallelDataset:
         """The training split segmented by subword sampling for ``epoch``
@@ -280,19 +423,32 @@ class TranslationDataModule(L.LightningDataModule):
         Sampled segmentations are longer, so pairs over ``max_len`` are
         dropped per epoch.
 
+        The raw sentences are read from the Arrow corpus in chunks and the
+        sampled ids packed into flat ``int32`` arrays (4 bytes per token in
+        memory, no Python lists of the whole split). Sampling runs on one
+        thread so that a seed gives one segmentation: it re-encodes the whole
+        training split every epoch, at the speed ``scripts/benchmark_data.py``
+        reports.
+
         Raises:
             RuntimeError: before :meth:`setup`, or with ``spm_alpha == 0``.
         """
-        if self._train_text is None or self.tokenizer is None:
+        if self._train_corpus is None or self.tokenizer is None:
             raise RuntimeError("sampled_train needs setup() and data.spm_alpha > 0")
         if self._sampled is None or self._sampled[0] != epoch:
             seed = (self.seed + 1) * 1_000_003 + epoch
-            src_text, tgt_text = self._train_text
-            src = [np.asarray(ids + [EOS_ID], dtype=np.int32) for ids in self.tokenizer.sample_encode(
-                src_text, self.spm_alpha, self.spm_nbest_size, seed=2 * seed)]
-            tgt = [np.asarray(ids, dtype=np.int32) for ids in self.tokenizer.sample_encode(
-                tgt_text, self.spm_alpha, self.spm_nbest_size, seed=2 * seed + 1)]
-            self._sampled = (epoch, ParallelDataset(*self._drop_long(src, tgt)))
+            sides = []
+            for side, side_seed, append in (("src", 2 * seed, EOS_ID), ("tgt", 2 * seed + 1, None)):
+                flats, lengths = [], []
+                for k, chunk in enumerate(iter_column(self._train_corpus, side)):
+                    flat, n = pack(self.tokenizer.sample_encode(
+                        chunk, self.spm_alpha, self.spm_nbest_size,
+                        seed=side_seed * 7919 + k), append)
+                    flats.append(flat)
+                    lengths.append(n)
+                offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
+                sides.append(PackedSequences(np.concatenate(flats), offsets))
+            self._sampled = (epoch, ParallelDataset(*self._drop_long(*sides)))
         return self._sampled[1]
 
     # ------------------------------------------------------------ dataloaders

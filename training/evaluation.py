@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.corpus import read_lines
+from data.reading import column
 from data.datamodule import encode_sources
 from data.tokenizer import Tokenizer
 from model.decoding import beam_search, greedy_decode
@@ -285,7 +286,7 @@ def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str,
     and the Multi30k task-1 evaluation protocol.
     """
     if reference_file is not None:
-        refs = list(read_lines(reference_file)["text"])
+        refs = column(read_lines(reference_file), "text")
         where = reference_file
     else:
         refs = moses_lc_norm_tok(references, lang)

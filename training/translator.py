@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from data.corpus import load_parallel_corpus
+from data.reading import column
 from data.tatoeba import GroupedSplit
 from data.tokenizer import Tokenizer
 
@@ -119,4 +120,4 @@ class Translator:
             settings["src_lang"], settings["tgt_lang"], [settings["split"]],
             cache_dir=os.path.join(resolve(data.get("cache_dir", ".cache")), "datasets"),
             hub_config=data.get("hub_config"), grouped_split=grouped)[settings["split"]]
-        return list(corpus["src"]), list(corpus["tgt"]), settings
+        return column(corpus, "src"), column(corpus, "tgt"), settings
