@@ -148,7 +148,8 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int = 8000,
         vocab_size: number of pieces including the 4 special ones.
         model_type: ``"unigram"`` or ``"bpe"``.
         character_coverage: share of characters covered (1.0 for Latin scripts).
-        seed_sentences: at most this many sentences are used for training.
+        seed_sentences: SentencePiece trains on a uniform sample of at most this
+            many of the sentences (its ``input_sentence_size``; 0: all of them).
         num_threads: SentencePiece trainer threads. The trained model depends on
             it (measured: 1 and 2 threads give different models from the same
             Multi30k sentences), so it is fixed, not the machine's core count:

@@ -200,6 +200,27 @@ def test_no_stage_reads_rows_one_at_a_time(corpus_20k, tmp_path, monkeypatch, ca
     assert spy.rows == 60
 
 
+def test_tokenizer_trains_on_a_seeded_sample_of_a_large_split(corpus_20k, tmp_path, monkeypatch):
+    """data.spm_input_sentences caps what SentencePiece is given: a seeded uniform
+    sample of the 39,980 training sentences (sources and targets), the same every run."""
+    given = []
+
+    def counting(sentences, **kwargs):
+        sentences = list(sentences)
+        given.append(sentences)
+        return train_tokenizer(sentences, **kwargs)
+
+    monkeypatch.setattr(datamodule_mod, "train_tokenizer", counting)
+    for run in range(2):
+        dm = TranslationDataModule(source=str(corpus_20k), vocab_size=400, spm_input_sentences=3000,
+                                   cache_dir=str(tmp_path / f"run{run}"))
+        dm.prepare_data()
+    assert len(given[0]) == 3000 and given[0] == given[1]
+    en = set((corpus_20k / "train.en").read_text(encoding="utf-8").splitlines())
+    from_en = sum(s in en for s in given[0])
+    assert 1200 < from_en < 1800  # both languages sampled, about half each
+
+
 # ------------------------------------------------------------------- cache
 def test_damaged_cache_is_rebuilt_to_identical_ids(multi30k_small, tmp_path, caplog):
     dm = TranslationDataModule(source=str(multi30k_small), vocab_size=400, cache_dir=str(tmp_path))
