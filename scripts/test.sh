@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: set up .venv (see scripts/setup.sh) and run the test suite.
+# The test command: set up .venv (see scripts/setup.sh) and run the test suite,
+# one pytest worker per core (pytest-xdist; pass -n 0 to run in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -n auto "$@"
