@@ -398,7 +398,12 @@ class TranslationDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()
-        opened = self._open_cache(self.cache_path)
+        try:
+            opened = self._open_cache(self.cache_path)
+        except CacheDamaged as err:  # damaged after this run's prepare_data checked it
+            raise CorpusError(f"the token cache {self.cache_path} was damaged while this run "
+                              f"started ({err}); run again, or build it first with "
+                              f"scripts/prepare_data.py") from err
         if opened is None:  # removed between prepare_data and here
             raise CorpusError(f"the token cache {self.cache_path} disappeared while this run "
                               f"started; run again (or scripts/prepare_data.py first)")

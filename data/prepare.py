@@ -21,6 +21,7 @@ from jsonargparse import ArgumentParser
 from .cache import read_manifest, verify_checksums
 from .corpus import CorpusError
 from .datamodule import TranslationDataModule
+from .files import yaml_damage
 
 __all__ = ["data_parser", "datamodule_from_config", "format_summary", "prepare"]
 
@@ -54,12 +55,12 @@ def datamodule_from_config(config: str | os.PathLike, overrides: list[str] | Non
     if not path.is_file():
         raise CorpusError(f"--config {config}: no such file; pass a training config, e.g. "
                           f"configs/multi30k_cpu.yaml")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise CorpusError(f"--config {config} is not a readable YAML file ({err}); fix it or "
-                          f"pass another config") from err
-    data = loaded.get("data") if isinstance(loaded, dict) else None
+    damage = yaml_damage(path)
+    if damage is not None:
+        raise CorpusError(f"--config {config} is damaged: {damage}; restore it (git checkout "
+                          f"{config}, for a shipped config) or fix it")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = loaded.get("data")
     if isinstance(data, dict) and "init_args" in data:
         data = data["init_args"]
     if not isinstance(data, dict):

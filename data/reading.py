@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
 __all__ = ["CHUNK_ROWS", "CorpusError", "column", "invalid_utf8_error", "iter_column",
-           "read_lines"]
+           "open_text_input", "read_lines"]
 
 CHUNK_ROWS = 100_000
 """Rows read (or encoded) at a time by the data stages: bounds their memory per chunk."""
@@ -111,15 +112,21 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
             The file is scanned for it only after ``datasets`` failed to
             decode it, so reading a good file costs nothing extra.
     """
-    if _is_empty(path):
+    try:
+        empty = _is_empty(path)
+    except (EOFError, OSError, zlib.error) as err:  # a gzip header that does not decompress
+        raise CorpusError(_damaged_gzip_message(path, name, err)) from err
+    if empty:
         raise CorpusError(f"{name or path} is empty (no lines); a corpus file holds one "
-                          f"sentence per line: fill it, or point the config at another corpus")
+                          f"sentence per line: download or copy it again, or point the config at another corpus")
     try:
         return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
                                      cache_dir=cache_dir, keep_linebreaks=False)
-    except (DatasetGenerationError, UnicodeDecodeError) as err:
+    except (DatasetGenerationError, UnicodeDecodeError, EOFError, OSError, zlib.error) as err:
         cause: BaseException | None = err
         while cause is not None and not isinstance(cause, UnicodeDecodeError):
+            if isinstance(cause, (EOFError, gzip.BadGzipFile, zlib.error)):
+                raise CorpusError(_damaged_gzip_message(path, name, cause)) from err
             cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise
@@ -128,6 +135,20 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
             error = CorpusError(f"{name or path} could not be decoded as UTF-8 ({cause}); "
                                 f"corpus files must be UTF-8")
         raise error from err
+
+
+def _damaged_gzip_message(path: str | os.PathLike, name: str | None, err: BaseException,
+                          fix: str | None = None) -> str:
+    """One line for a gzip file that does not decompress: what is wrong and the fix."""
+    if isinstance(err, EOFError):
+        what = "a gzip file cut short (it ends before gzip's end-of-stream marker)"
+    elif "CRC" in str(err):
+        what = "bytes changed inside (gzip's CRC-32 of the text does not match)"
+    else:
+        what = f"bytes changed inside or not gzip data ({err})"
+    fix = fix or ("download or copy the file again (Multi30k: data/task1/raw/ of the "
+                  "multi30k/dataset repository)")
+    return f"{name or path} is damaged: {what}; {fix} (`gzip -t {path}` checks a copy)"
 
 
 def _is_empty(path: str | os.PathLike) -> bool:
@@ -166,3 +187,25 @@ def iter_column(ds: datasets.Dataset, name: str, chunk_rows: int = CHUNK_ROWS) -
     one = ds.select_columns([name])
     for start in range(0, len(one), chunk_rows):
         yield one[start: start + chunk_rows][name]
+
+
+def open_text_input(path: str | os.PathLike) -> BinaryIO:
+    """A text file's bytes for reading, decompressed if it is gzip.
+
+    A gzip file is decompressed once in full before it is returned, so a
+    damaged one is refused before anything is translated or written.
+
+    Raises:
+        CorpusError: for a gzip file that is cut short or whose bytes changed.
+        OSError: if the file cannot be opened.
+    """
+    if not _is_gzip(Path(path)):
+        return open(path, "rb")
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as err:
+        raise CorpusError(_damaged_gzip_message(
+            path, None, err, "write or copy the input file again")) from err
+    return gzip.open(path, "rb")

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def extract_member(zip_path: str | os.PathLike, cache_dir: str | os.PathLike) ->
     zip_path = Path(zip_path)
     try:
         archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as err:
+    except (zipfile.BadZipFile, EOFError) as err:
         raise CorpusError(
             f"{zip_path} is not a zip archive ({err}); data.source must be a directory of "
             f"{{split}}.{{lang}}[.gz] files, a Tatoeba zip such as fra-eng.zip, or a hub "
@@ -92,8 +93,14 @@ def extract_member(zip_path: str | os.PathLike, cache_dir: str | os.PathLike) ->
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{MEMBER}.{os.getpid()}.tmp")
-        with archive.open(info) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with archive.open(info) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:  # CRC-32, cut short
+            tmp.unlink(missing_ok=True)
+            raise CorpusError(
+                f"{zip_path} is damaged: its member {MEMBER} does not decompress ({err}); "
+                f"download fra-eng.zip again from manythings.org/anki") from err
         os.replace(tmp, target)
     log.info("extracted %s from %s to %s", MEMBER, zip_path, target)
     return target

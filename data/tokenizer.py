@@ -54,9 +54,22 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str) -> "Tokenizer":
-        """Read a ``.model`` file."""
+        """Read a ``.model`` file.
+
+        Raises:
+            ValueError: if the file is empty, cut short, changed inside (what
+                SentencePiece's parser detects) or not a model of this
+                project; the message names the file.
+        """
         with open(path, "rb") as f:
-            return cls(f.read())
+            data = f.read()
+        if not data:
+            raise ValueError(f"{path} is damaged: empty (0 bytes), not a SentencePiece model")
+        try:
+            return cls(data)
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"{path} is damaged: not a SentencePiece model of this project "
+                             f"({' '.join(str(err).split())[:200]})") from err
 
     def save(self, path: str) -> None:
         """Write the ``.model`` file (readable by ``spm_encode`` too)."""

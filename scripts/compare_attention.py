@@ -74,7 +74,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from training.compare import DEFAULT_CONFIGS, NOT_RUN, RunResult, run_comparison  # noqa: E402
+from training.compare import (DEFAULT_CONFIGS, NOT_RUN, ResultFileError, RunResult,  # noqa: E402
+                              run_comparison)
+from data.files import yaml_damage  # noqa: E402
 from training.options import require_at_least  # noqa: E402
 
 
@@ -109,13 +111,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not Path(config).is_file():
             p.error(f"config {config} does not exist; pass YAML files such as "
                     f"configs/compare_transformer_dot.yaml")
+        damage = yaml_damage(config)
+        if damage is not None:
+            p.error(f"config {config} is damaged: {damage}; restore it (git checkout {config}) "
+                    f"or fix it")
     return args
 
 
 def main(argv: list[str] | None = None) -> list[RunResult]:
-    """Run the comparison; returns one :class:`RunResult` per (config, seed)."""
+    """Run the comparison; returns one :class:`RunResult` per (config, seed).
+    A damaged saved result ends it with one line and exit status 2."""
     args = parse_args(argv)
-    return run_comparison(args, sys.argv[1:] if argv is None else argv)
+    try:
+        return run_comparison(args, sys.argv[1:] if argv is None else argv)
+    except ResultFileError as err:
+        print(f"compare_attention.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ from data.corpus import CorpusError  # noqa: E402
 from data.datamodule import TranslationDataModule  # noqa: E402
 from model.config import ConfigError  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
-from training.run_dir import check_run_dir_free, config_file_roots, move_run_paths  # noqa: E402
+from data.files import config_arguments, yaml_damage  # noqa: E402
+from training.run_dir import (check_resume_checkpoint, check_run_dir_free,  # noqa: E402
+                              config_file_roots, move_run_paths)
+from training.translator import CheckpointError  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 
@@ -28,6 +31,16 @@ class TranslationCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters with torch.load before anything
+        # else: check a damaged file first (``last`` is resolved and checked below).
+        if self.config.get("subcommand"):
+            config = self.config[self.config.subcommand]
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and os.path.isfile(ckpt_path):
+                check_resume_checkpoint(config.get("trainer"), ckpt_path)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         # bf16 recipes fall back to float32 on CPUs that would emulate bf16.
@@ -40,11 +53,17 @@ class TranslationCLI(LightningCLI):
             move_run_paths(trainer, config_file_roots(config.get("config")))
             if self.subcommand == "fit":
                 check_run_dir_free(trainer, config.get("ckpt_path"))
+            check_resume_checkpoint(trainer, config.get("ckpt_path"))
 
 
 def main(args: list[str] | None = None) -> LightningCLI:
     """Run the CLI (``args`` for tests; ``sys.argv`` otherwise)."""
     tune_cpu_allocator()
+    for path in config_arguments(sys.argv[1:] if args is None else list(args)):
+        damage = yaml_damage(path)
+        if damage is not None:  # jsonargparse would print its usage and a parser trace
+            raise ConfigError(f"--config {path} is damaged: {damage}; restore it (git checkout "
+                              f"{path}, for a shipped config) or fix it")
     return TranslationCLI(TranslationModule, TranslationDataModule, args=args,
                           save_config_kwargs={"overwrite": True})
 
@@ -59,7 +78,8 @@ def user_error(err: BaseException) -> Exception | None:
     """
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (ConfigError, CorpusError, MisconfigurationException)):
+        if isinstance(err, (ConfigError, CorpusError, CheckpointError,
+                            MisconfigurationException)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from data.reading import CorpusError, open_text_input  # noqa: E402
 from training.checkpoint import CheckpointError, load_translator  # noqa: E402
 from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
 from training.evaluation import DecodingError  # noqa: E402
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             # os.fsencode restores the bytes of arguments that were not UTF-8.
             lines = decode_lines(map(os.fsencode, args.sentences), "the command line")
         elif args.input:
-            lines = decode_lines(stack.enter_context(open(args.input, "rb")), args.input)
+            lines = decode_lines(stack.enter_context(open_text_input(args.input)), args.input)
         else:
             lines = decode_lines(sys.stdin.buffer, "standard input")
             if sys.stdin.isatty():
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (CheckpointError, DecodingError) as err:
+    except (CheckpointError, CorpusError, DecodingError) as err:
         # A wrong file is the user's to fix: say what is wrong, without a traceback.
         print(f"translate.py: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -73,3 +73,27 @@ def recipe_callbacks(config: Path, run_dir: Path, **init_args) -> list[dict]:
         args.update({k: v for k, v in init_args.items() if k in args})
         callbacks.append(callback)
     return callbacks
+
+
+def tiny_checkpoint(corpus: Path, global_step: int = 0) -> dict:
+    """An untrained 1+1-block Transformer's checkpoint dict (D=16, a 200-piece
+    SentencePiece model trained on ``corpus``'s training split), as train.py writes it."""
+    import lightning as L
+
+    from data.tokenizer import train_tokenizer
+    from model.config import TransformerConfig
+    from training.module import TranslationModule
+
+    with gzip.open(corpus / "train.en.gz", "rt") as f_en, \
+            gzip.open(corpus / "train.de.gz", "rt") as f_de:
+        text = [line.strip() for line in f_en] + [line.strip() for line in f_de]
+    tokenizer = train_tokenizer(text, vocab_size=200, num_threads=1)
+    torch.manual_seed(0)
+    module = TranslationModule(TransformerConfig(vocab_size=200, num_hiddens=16, ffn_num_hiddens=32,
+                                                 num_heads=2, num_enc_blks=1, num_dec_blks=1,
+                                                 max_len=32), warmup_steps=1)
+    module.set_tokenizer(tokenizer)
+    ckpt = {"epoch": 0, "global_step": global_step, "pytorch-lightning_version": L.__version__,
+            "state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(ckpt)
+    return ckpt

@@ -307,7 +307,8 @@ def test_saved_result_is_reused_only_for_the_same_run(compare, tmp_path):
     compare.save_result(failed, tmp_path, key)
     assert compare.load_result(tmp_path, key) is None
     (tmp_path / "result.json").write_text("{not json")
-    assert compare.load_result(tmp_path, key) is None
+    with pytest.raises(compare.ResultFileError, match=r"result.json is damaged: .*delete"):
+        compare.load_result(tmp_path, key)  # not retrained silently (tests/test_damaged_files.py)
 
 
 def tiny_config(name: str, tmp_path: Path, data: Path) -> Path:

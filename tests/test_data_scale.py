@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import datasets
-import lightning as L
 import numpy as np
 import pytest
 import yaml

@@ -562,7 +562,7 @@ def test_load_translator_not_a_checkpoint(tmp_path):
         load_translator(path)
     text = tmp_path / "text.ckpt"
     text.write_text("hello\n")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="is damaged: not a PyTorch checkpoint but a text file"):
         load_translator(text)
 
 

@@ -16,13 +16,10 @@ import runpy
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
-from data.tokenizer import train_tokenizer
-from model.config import TransformerConfig
-from training.module import TranslationModule
+from conftest import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = str(REPO / "configs" / "multi30k_cpu.yaml")
@@ -33,18 +30,7 @@ def files(multi30k_small, tmp_path_factory) -> dict[str, str]:
     """Paths the table refers to: a tiny checkpoint, a plain directory, a corpus
     with empty files, and a run directory that holds another run's checkpoint."""
     tmp = tmp_path_factory.mktemp("user_errors")
-    with gzip.open(multi30k_small / "train.en.gz", "rt") as f_en, \
-            gzip.open(multi30k_small / "train.de.gz", "rt") as f_de:
-        text = [line.strip() for line in f_en] + [line.strip() for line in f_de]
-    tokenizer = train_tokenizer(text, vocab_size=200, num_threads=1)
-    torch.manual_seed(0)
-    module = TranslationModule(TransformerConfig(vocab_size=200, num_hiddens=16, ffn_num_hiddens=32,
-                                                 num_heads=2, num_enc_blks=1, num_dec_blks=1,
-                                                 max_len=32), warmup_steps=1)
-    module.set_tokenizer(tokenizer)
-    ckpt = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": L.__version__,
-            "state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    module.on_save_checkpoint(ckpt)
+    ckpt = tiny_checkpoint(multi30k_small, global_step=0)
     torch.save(ckpt, tmp / "tiny.ckpt")
     (tmp / "plain").mkdir()
     empty = tmp / "empty_corpus"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from data.files import checkpoint_damage
 from data.tokenizer import Tokenizer
 from model.build import build_model, config_from_dict
 
@@ -16,16 +17,23 @@ from .translator import ENGINES, CheckpointError, Translator
 __all__ = ["CheckpointError", "ENGINES", "Translator", "load_translator", "read_checkpoint"]
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False,
+                    fix: str = "use another checkpoint of the run (best.ckpt, last.ckpt or an "
+                               "epoch checkpoint), or copy the file again") -> dict:
     """The dict of a checkpoint file of this project, tensors on the CPU.
+
+    The zip container is checked first (:func:`data.files.checkpoint_damage`:
+    empty, cut short, a member whose CRC-32 does not match, another format),
+    since ``torch.load`` would load changed bytes silently.
 
     Args:
         mmap: memory-map the tensors instead of reading them (for looking at
             a few entries of many files).
+        fix: what the message of a damaged file says to do.
 
     Raises:
-        CheckpointError: if the file is missing, unreadable, or not written
-            by this project (no ``CHECKPOINT_FORMAT`` marker).
+        CheckpointError: if the file is missing, damaged (the message says
+            how), or not written by this project (no ``CHECKPOINT_FORMAT`` marker).
     """
     path = Path(path)
     if path.is_dir():
@@ -34,10 +42,14 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a .ckpt file "
                               f"written under a run's checkpoints/ folder")
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: {damage}; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(f"checkpoint {path} is damaged: not a readable PyTorch checkpoint "
+                              f"({' '.join(str(err).split())[:300]}); {fix}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a checkpoint of this project (no format marker "

@@ -12,6 +12,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from data.files import checkpoint_damage
+
 __all__ = ["AtomicCheckpointIO"]
 
 
@@ -37,6 +39,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Source: the write-then-rename pattern of fairseq's ``checkpoint_utils``
     (``torch_persistent_save``) and of POSIX ``rename(2)``.
     """
+
+    def load_checkpoint(self, path: str | os.PathLike, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Lightning's loader, after checking the file (a resume, ``validate``/``test``
+        with ``ckpt_path``): a damaged one raises ``CheckpointError`` naming it and
+        what is wrong (:func:`data.files.checkpoint_damage`), not the zip reader's error."""
+        if Path(path).is_file():
+            damage = checkpoint_damage(path)
+            if damage is not None:
+                from .translator import CheckpointError
+
+                raise CheckpointError(f"checkpoint {path} is damaged: {damage}; use another "
+                                      f"checkpoint of the run (best.ckpt, last.ckpt)")
+        return super().load_checkpoint(path, *args, **kwargs)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:

@@ -33,12 +33,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from data.files import read_json  # noqa: E402
+
 from .checkpoint import load_translator  # noqa: E402
 from .selection import evaluate_translator  # noqa: E402
 from .translation import plot_cross_attention  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
-           "save_result", "load_result", "finished_run", "machine_description", "NOT_RUN",
+           "save_result", "load_result", "ResultFileError", "finished_run", "machine_description", "NOT_RUN",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,6 +292,10 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
 RESULT_FILE = "result.json"
 
 
+class ResultFileError(ValueError):
+    """A finished run's ``result.json`` that cannot be read; the message says what to do."""
+
+
 def _run_key(config: Path, override: dict) -> dict:
     """What makes two runs the same: the config file's bytes and the override (seed, budget, folders)."""
     return {"config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
@@ -308,12 +314,19 @@ def save_result(result: RunResult, run_dir: Path, key: dict) -> Path:
 
 def load_result(run_dir: Path, key: dict) -> RunResult | None:
     """The :class:`RunResult` of a finished run in ``run_dir`` whose config and
-    override equal ``key`` and whose status is ok; None otherwise (no file, an
-    unreadable one, another budget, seed or config, or a failed run)."""
-    try:
-        saved = json.loads((run_dir / RESULT_FILE).read_text())
-    except (OSError, ValueError):
+    override equal ``key`` and whose status is ok; None otherwise (no file,
+    another budget, seed or config, or a failed run).
+
+    Raises:
+        ResultFileError: if ``result.json`` is there but damaged (empty, cut
+            short, not JSON): a finished run would otherwise be trained again
+            silently; the message names the file and the two ways out.
+    """
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
         return None
+    saved = read_json(path, ResultFileError,
+                      f"delete {run_dir} to train that run again, or restore the file")
     if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
         return None
     known = {f.name for f in fields(RunResult)}

@@ -54,6 +54,7 @@ for the layer mapping.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.files import json_damage, read_json
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from model.decoding import length_limits, length_penalty
 
@@ -314,10 +316,61 @@ def export_ctranslate2(translator: Translator, out_dir: str | os.PathLike,
         staged = Path(tmp) / "model"
         staged.mkdir()
         spec.save(str(staged))
+        write_checksums(staged)
         if out.exists():
             shutil.rmtree(out)  # empty, or an earlier export with force (checked above)
         shutil.move(str(staged), str(out))
     return out
+
+
+CHECKSUMS_FILE = "checksums.json"
+"""Byte size and SHA-256 of every file of an export, written last (CTranslate2's
+``model.bin`` has no checksum of its own, so changed bytes would load silently)."""
+
+
+def write_checksums(folder: str | os.PathLike) -> None:
+    """Write ``checksums.json`` for every file in ``folder``."""
+    folder = Path(folder)
+    sums = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS_FILE}
+    (folder / CHECKSUMS_FILE).write_text(json.dumps(sums, indent=1) + "\n")
+
+
+def checksum_damage(folder: str | os.PathLike) -> str | None:
+    """The first file of an export whose size or SHA-256 differs from ``checksums.json``
+    (as ``"<file> is damaged: …"``); None if all match, or for an export made before
+    checksums were written."""
+    folder = Path(folder)
+    if not (folder / CHECKSUMS_FILE).is_file():
+        return None
+    damage = json_damage(folder / CHECKSUMS_FILE)
+    if damage is not None:
+        return f"{folder / CHECKSUMS_FILE} is damaged: {damage}"
+    for name, expected in json.loads((folder / CHECKSUMS_FILE).read_text()).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return (f"{path} is damaged: {path.stat().st_size} bytes, {expected['bytes']} when "
+                    f"exported (cut short or overwritten)")
+        if _sha256(path) != expected["sha256"]:
+            return (f"{path} is damaged: bytes changed since the export (its SHA-256 differs "
+                    f"from {CHECKSUMS_FILE})")
+    return None
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _reexport_fix(path: Path, exported_from: str | None) -> str:
+    source = exported_from or "RUN.ckpt"
+    return (f"export it again: python scripts/export_ctranslate2.py --ckpt {source} "
+            f"--out {path} --force")
 
 
 def _jsonable(values: dict) -> dict:
@@ -429,7 +482,14 @@ def load_ctranslate2(path: str | os.PathLike, device: str | torch.device = "cpu"
     if lenpen_style not in LENPEN_STYLES:
         raise CTranslate2Error(f"--lenpen-style {lenpen_style} is unknown; use one of "
                                f"{', '.join(LENPEN_STYLES)}")
-    settings = json.loads((path / SETTINGS_FILE).read_text())
+    settings = read_json(path / SETTINGS_FILE, CTranslate2Error, _reexport_fix(path, None))
+    fix = _reexport_fix(path, settings.get("exported_from") if isinstance(settings, dict) else None)
+    for name in ("config.json", "shared_vocabulary.json"):
+        if (path / name).is_file():
+            read_json(path / name, CTranslate2Error, fix)
+    damage = checksum_damage(path)
+    if damage is not None:
+        raise CTranslate2Error(f"{damage}; {fix}")
     device = str(device)
     kind, _, index = device.partition(":")
     try:
@@ -440,7 +500,13 @@ def load_ctranslate2(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise CTranslate2Error(f"{path}: CTranslate2 cannot load it with device={device}, "
                                f"compute_type={compute_type} ({err}); use --compute-type "
                                f"default, int8 or float32") from err
-    tokenizer = Tokenizer.load(str(path / TOKENIZER_FILE))
+    except RuntimeError as err:  # CTranslate2 checks model.bin against its own header
+        raise CTranslate2Error(f"{path / 'model.bin'} is damaged: "
+                               f"{' '.join(str(err).split())[:300]}; {fix}") from err
+    try:
+        tokenizer = Tokenizer.load(str(path / TOKENIZER_FILE))
+    except ValueError as err:
+        raise CTranslate2Error(f"{err}; {fix}") from err
     return CTranslate2Translator(None, tokenizer, settings["hparams"], settings["data_hparams"],
                                  engine=engine, path=str(path), lenpen_style=lenpen_style,
                                  settings=settings)

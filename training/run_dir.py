@@ -21,9 +21,12 @@ from typing import Any, Iterable
 
 import yaml
 
+from data.files import checkpoint_damage
 from model.config import ConfigError
 
-__all__ = ["config_file_roots", "move_run_paths", "check_run_dir_free"]
+from .translator import CheckpointError
+
+__all__ = ["config_file_roots", "move_run_paths", "check_resume_checkpoint", "check_run_dir_free"]
 
 
 def config_file_roots(config_files: Iterable[Any]) -> list[str]:
@@ -99,12 +102,7 @@ def check_run_dir_free(trainer: Any, ckpt_path: str | None) -> None:
     if ckpt_path:
         return
     root = trainer.get("default_root_dir") or "."
-    folders = {Path(root) / "checkpoints"}
-    for entry in trainer.get("callbacks") or []:
-        args = _init_args(entry)
-        if args is not None and args.get("dirpath"):
-            folders.add(Path(str(args.get("dirpath"))))
-    for folder in sorted(folders):
+    for folder in _checkpoint_folders(trainer):
         found = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
         if found:
             last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else found[0]
@@ -113,3 +111,81 @@ def check_run_dir_free(trainer: Any, ckpt_path: str | None) -> None:
                 f"checkpoints ({last.name}, {len(found)} in all), which this run would overwrite; "
                 f"resume it with --ckpt_path {last}, start a new run in another directory "
                 f"(--trainer.default_root_dir runs/NEW), or delete {folder}")
+
+
+def _checkpoint_folders(trainer: Any) -> list[Path]:
+    """``default_root_dir/checkpoints`` and every callback ``dirpath``, sorted."""
+    folders = {Path(trainer.get("default_root_dir") or ".") / "checkpoints"}
+    for entry in trainer.get("callbacks") or []:
+        args = _init_args(entry)
+        if args is not None and args.get("dirpath"):
+            folders.add(Path(str(args.get("dirpath"))))
+    return sorted(folders)
+
+
+def check_resume_checkpoint(trainer: Any, ckpt_path: str | None) -> None:
+    """Refuse to resume from a damaged checkpoint, before anything is built or written.
+
+    ``ckpt_path`` is a file or ``"last"`` (resolved as Lightning does: the
+    newest ``last*.ckpt`` in the checkpoint folders). A missing file, or
+    another keyword, is left to Lightning.
+
+    Raises:
+        CheckpointError: naming the damaged file, what is wrong with it, and
+            the newest intact full checkpoint of the run to resume from
+            instead; when only weights-only checkpoints (epoch or step files
+            kept for averaging) are left, that they can be averaged or
+            evaluated but not resumed.
+    """
+    if not ckpt_path or str(ckpt_path) in ("best", "hpc", "registry"):
+        return
+    folders = _checkpoint_folders(trainer)
+    if str(ckpt_path) == "last":
+        found = [p for f in folders if f.is_dir() for p in f.glob("last*.ckpt")]
+        if not found:
+            return
+        path = max(found, key=lambda p: p.stat().st_mtime)
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            return
+    damage = checkpoint_damage(path)
+    if damage is None:
+        return
+    raise CheckpointError(f"--ckpt_path {ckpt_path}: checkpoint {path} is damaged: {damage}; "
+                          + _resume_alternative(path, folders))
+
+
+def _resume_alternative(damaged: Path, folders: list[Path]) -> str:
+    """What to resume from instead: the newest intact full checkpoint of the run, if any."""
+    import torch
+
+    seen, full, weights_only = set(), [], []
+    for folder in [damaged.parent, *folders]:
+        for path in sorted(folder.rglob("*.ckpt")) if folder.is_dir() else []:
+            if path.resolve() in seen or path.resolve() == damaged.resolve():
+                continue
+            seen.add(path.resolve())
+            if checkpoint_damage(path) is not None:
+                continue
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # noqa: BLE001 - unreadable: not a candidate
+                continue
+            if not isinstance(ckpt, dict):
+                continue
+            entry = (int(ckpt.get("global_step", -1)), path.stat().st_mtime, path)
+            (full if "optimizer_states" in ckpt else weights_only).append(entry)
+    if full:
+        step, _, path = max(full)
+        return (f"resume from the newest intact full checkpoint of the run instead: "
+                f"--ckpt_path {path} (global step {step})")
+    if weights_only:
+        step, _, path = max(weights_only)
+        return (f"no intact full checkpoint of the run is left to resume from; its "
+                f"{len(weights_only)} weights-only checkpoint(s) (the newest {path}, global step "
+                f"{step}) can be averaged (scripts/average_checkpoints.py) or evaluated, not "
+                f"resumed: start a new run in another directory (--trainer.default_root_dir "
+                f"runs/NEW)")
+    return ("no other intact checkpoint of the run is left: start a new run in another "
+            "directory (--trainer.default_root_dir runs/NEW), or delete the damaged run")

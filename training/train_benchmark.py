@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import yaml
 
+from data.files import yaml_damage
 from model.build import config_from_dict
 from model.reference import ReferenceTransformer, copy_weights, training_matmul_flops
 
@@ -57,7 +58,18 @@ def _autocast(device: torch.device, precision: str):
 
 
 def load_run_config(path: str) -> dict:
-    """The ``model``, ``data`` and ``trainer`` sections of a training YAML file."""
+    """The ``model``, ``data`` and ``trainer`` sections of a training YAML file.
+
+    Raises:
+        ValueError: if the file is missing, damaged (:func:`data.files.yaml_damage`)
+            or has no ``model.config`` block.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path}: no such file; pass a training config such as "
+                         f"configs/multi30k_cpu.yaml")
+    damage = yaml_damage(path)
+    if damage is not None:
+        raise ValueError(f"--config {path} is damaged: {damage}; restore it or fix it")
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     if "config" not in raw.get("model", {}):
