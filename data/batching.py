@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["ParallelDataset", "ResumableDataLoader", "TokenBudgetBatchSampler", "collate_batch"]
+__all__ = ["ParallelDataset", "ResumableDataLoader", "TokenBudgetBatchSampler", "collate_batch",
+           "encode_sources"]
 
 
 class ParallelDataset(Dataset):
@@ -224,6 +225,17 @@ class ResumableDataLoader(DataLoader):
         for batch in iterator:
             self._yielded += 1
             yield batch
+
+
+def encode_sources(tokenizer, sentences: list[str], max_len: int,
+                   ids: list[list[int]] | None = None) -> list[np.ndarray]:
+    """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens.
+
+    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already
+    (the sentences are then not encoded again).
+    """
+    ids = tokenizer.encode(sentences) if ids is None else ids
+    return [np.asarray(seq[: max_len - 1] + [EOS_ID], dtype=np.int32) for seq in ids]
 
 
 def _pad(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None

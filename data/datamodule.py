@@ -17,7 +17,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .batching import ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler, collate_batch
+from .batching import (ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler,
+                       collate_batch, encode_sources)
 from .cache import (CACHE_VERSION, CacheDamaged, PackedSequences, PackedWriter, load_packed, pack,
                     read_manifest, write_manifest)
 from .corpus import CorpusError, find_split_file, load_parallel_corpus
@@ -28,17 +29,6 @@ from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
 __all__ = ["TranslationDataModule", "encode_sources"]
 
 log = logging.getLogger(__name__)
-
-
-def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_len: int,
-                   ids: list[list[int]] | None = None) -> list[np.ndarray]:
-    """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens.
-
-    ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already
-    (the sentences are then not encoded again).
-    """
-    ids = tokenizer.encode(sentences) if ids is None else ids
-    return [np.asarray(seq[: max_len - 1] + [EOS_ID], dtype=np.int32) for seq in ids]
 
 
 def peak_rss_mb() -> float:

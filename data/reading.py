@@ -9,10 +9,10 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-import datasets
-from datasets.exceptions import DatasetGenerationError
+if TYPE_CHECKING:  # ``datasets`` is imported where a file is read: translating needs none of it
+    import datasets
 
 __all__ = ["CHUNK_ROWS", "CorpusError", "column", "invalid_utf8_error", "iter_column",
            "open_text_input", "read_lines"]
@@ -119,6 +119,9 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
     if empty:
         raise CorpusError(f"{name or path} is empty (no lines); a corpus file holds one "
                           f"sentence per line: download or copy it again, or point the config at another corpus")
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+
     try:
         return datasets.load_dataset("text", data_files={"lines": str(path)}, split="lines",
                                      cache_dir=cache_dir, keep_linebreaks=False)

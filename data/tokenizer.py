@@ -20,7 +20,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
-from .corpus import CorpusError
+from .reading import CorpusError
 
 __all__ = ["PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID", "Tokenizer", "train_tokenizer"]
 

@@ -16,7 +16,7 @@ test inputs ``arange(0, 5, 0.1)`` with
 Writes four PNGs into ``--out``: ``{nonparametric,parametric}_predictions.png``
 (prediction against the noise-free truth, with the training points) and
 ``{nonparametric,parametric}_attention.png`` (attention weights of the test
-inputs over the training inputs, drawn by ``training.plotting.show_heatmaps``).
+inputs over the training inputs, drawn by ``inference.plotting.show_heatmaps``).
 Then soft attention pooling (``model.attention_pool`` on the example of Qiu
 Xipeng, *Neural Networks and Deep Learning*, pp. 199-203, and uniform
 weights giving the mean), ``AttentionPooling`` (additive scoring, a learned

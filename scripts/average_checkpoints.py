@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint  # noqa: E402
-from training.checkpoint import CheckpointError  # noqa: E402
+from inference.checkpoint import CheckpointError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.data_benchmark import format_table, run_sizes  # noqa: E402
-from training.options import require_at_least  # noqa: E402
+from inference.options import require_at_least  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from training.loss import label_smoothed_cross_entropy  # noqa: E402
-from training.options import require_at_least  # noqa: E402
+from inference.options import require_at_least  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -73,7 +73,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from training.options import require_at_least  # noqa: E402
+from inference.options import require_at_least  # noqa: E402
 from training.runtime import tune_cpu_allocator  # noqa: E402
 from training.train_benchmark import run_benchmark  # noqa: E402
 

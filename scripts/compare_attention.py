@@ -77,7 +77,7 @@ import torch  # noqa: E402
 from training.compare import (DEFAULT_CONFIGS, NOT_RUN, ResultFileError, RunResult,  # noqa: E402
                               run_comparison)
 from data.files import yaml_damage  # noqa: E402
-from training.options import require_at_least  # noqa: E402
+from inference.options import require_at_least  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

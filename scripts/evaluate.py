@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from data.corpus import CorpusError  # noqa: E402
-from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
-from training.evaluation import TOKENIZED_BLEU_NAME, DecodingError  # noqa: E402
-from training.options import require_at_least  # noqa: E402
+from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
+from inference.ct2 import add_engine_arguments, engine_options  # noqa: E402
+from inference.decoding import DecodingError  # noqa: E402
+from training.evaluation import TOKENIZED_BLEU_NAME  # noqa: E402
+from inference.options import require_at_least  # noqa: E402
 from training.selection import evaluate_translator, select_on_split  # noqa: E402
 
 

@@ -12,7 +12,7 @@ settings): DIR alone is enough for ``translate.py``, ``evaluate.py`` and
 ``benchmark_decode.py``. A float32 export can also run in int8 without a
 second export (``--compute-type int8`` of those scripts). Transformers with
 dot-product attention only: CTranslate2 has no additive attention and no GRU
-decoder. Layer mapping and decoding differences: ``training/ct2.py``.
+decoder. Layer mapping and decoding differences: ``inference/ct2.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.ct2 import QUANTIZATIONS, export_ctranslate2  # noqa: E402
+from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
+from inference.ct2 import QUANTIZATIONS, export_ctranslate2  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

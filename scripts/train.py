@@ -22,7 +22,7 @@ from training.module import TranslationModule  # noqa: E402
 from data.files import config_arguments, yaml_damage  # noqa: E402
 from training.run_dir import (check_resume_checkpoint, check_run_dir_free,  # noqa: E402
                               config_file_roots, move_run_paths)
-from training.translator import CheckpointError  # noqa: E402
+from inference.translator import CheckpointError  # noqa: E402
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator  # noqa: E402
 
 

@@ -37,10 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from data.reading import CorpusError, open_text_input  # noqa: E402
-from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.ct2 import add_engine_arguments, engine_options  # noqa: E402
-from training.evaluation import DecodingError  # noqa: E402
-from training.translation import decode_lines, write_translations  # noqa: E402
+from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
+from inference.ct2 import add_engine_arguments, engine_options  # noqa: E402
+from inference.decoding import DecodingError  # noqa: E402
+from inference.translation import decode_lines, write_translations  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,7 +25,7 @@ from data.tokenizer import EOS_ID, train_tokenizer
 from model.build import build_model
 from model.config import TransformerConfig
 from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint, tied_keys
-from training.checkpoint import CheckpointError, load_translator
+from inference.checkpoint import CheckpointError, load_translator
 from training.evaluation import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 

@@ -27,7 +27,7 @@ from data.datamodule import TranslationDataModule
 from model.rnn import RNNEncoderDecoder
 from model.transformer import Transformer
 from training.callbacks import SpeedMonitor
-from training.checkpoint import load_translator
+from inference.checkpoint import load_translator
 from training.module import TranslationModule
 from training.evaluation import tokenized_bleu
 from test_training import read_raw

@@ -1,10 +1,10 @@
-"""CTranslate2 export (``training/ct2.py``, ``scripts/export_ctranslate2.py``):
+"""CTranslate2 export (``inference/ct2.py``, ``scripts/export_ctranslate2.py``):
 the exported model computes what ours computes.
 
 References: our own :class:`model.Transformer` on the same weights — its
 encoder output, its per-token log-probabilities of a target
 (teacher-forced), and its greedy and beam outputs through
-:meth:`training.checkpoint.Translator.translate_ids`; for the scripts,
+:meth:`inference.checkpoint.Translator.translate_ids`; for the scripts,
 ``translate.py`` on the PyTorch checkpoint.
 """
 
@@ -29,8 +29,8 @@ from data.batching import ParallelDataset, collate_batch  # noqa: E402
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer  # noqa: E402
 from model.config import TransformerConfig  # noqa: E402
 from model.rnn import RNNConfig  # noqa: E402
-from training.checkpoint import CheckpointError, load_translator  # noqa: E402
-from training.ct2 import (CTranslate2Error, encoder_spec, export_ctranslate2,  # noqa: E402
+from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
+from inference.ct2 import (CTranslate2Error, encoder_spec, export_ctranslate2,  # noqa: E402
                           load_ctranslate2)
 from training.evaluation import DecodingConfig  # noqa: E402
 from training.module import TranslationModule  # noqa: E402

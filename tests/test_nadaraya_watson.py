@@ -22,7 +22,7 @@ from torch.autograd import gradcheck
 from torch.testing import assert_close
 
 from model.nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson
-from training.plotting import show_heatmaps
+from inference.plotting import show_heatmaps
 
 REPO = Path(__file__).resolve().parents[1]
 BANDWIDTHS = [0.1, 0.5, 1.0, 3.0]

@@ -24,7 +24,7 @@ import yaml
 from conftest import recipe_callbacks
 from data.datamodule import TranslationDataModule
 from model.config import TransformerConfig
-from training.checkpoint import load_translator
+from inference.checkpoint import load_translator
 from training.checkpoint_io import AtomicCheckpointIO
 from training.module import NonFiniteLossError, TranslationModule
 

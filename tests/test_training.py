@@ -35,7 +35,7 @@ from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batc
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
 from model.config import TransformerConfig
-from training.checkpoint import CheckpointError, load_translator
+from inference.checkpoint import CheckpointError, load_translator
 from training.evaluation import corpus_scores, moses_lc_norm_tok, translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule, lr_multiplier
 

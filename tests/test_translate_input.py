@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from data.batching import ParallelDataset, collate_batch
 from data.tokenizer import EOS_ID, UNK_ID, train_tokenizer
 from model.config import TransformerConfig
-from training.checkpoint import Translator, load_translator
+from inference.checkpoint import Translator, load_translator
 from training.evaluation import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 

@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, read_checkpoint
+from inference.checkpoint import CheckpointError, read_checkpoint
+
 from .checkpoint_io import AtomicCheckpointIO
 
 __all__ = ["average_checkpoints", "last_checkpoints", "save_checkpoint", "tied_keys"]
@@ -116,7 +117,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict:
     tensor (integer buffers) must be equal in all files and is taken from the
     last. Tied weights stay tied: keys that share one tensor in the inputs
     (:func:`tied_keys`) share one averaged tensor in the result, and the
-    model that :func:`training.checkpoint.load_translator` builds ties them
+    model that :func:`inference.checkpoint.load_translator` builds ties them
     again at construction.
 
     Args:

@@ -47,7 +47,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if Path(path).is_file():
             damage = checkpoint_damage(path)
             if damage is not None:
-                from .translator import CheckpointError
+                from inference.translator import CheckpointError
 
                 raise CheckpointError(f"checkpoint {path} is damaged: {damage}; use another "
                                       f"checkpoint of the run (best.ckpt, last.ckpt)")

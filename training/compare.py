@@ -34,10 +34,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from data.files import read_json  # noqa: E402
+from inference.checkpoint import load_translator  # noqa: E402
+from inference.translation import plot_cross_attention  # noqa: E402
 
-from .checkpoint import load_translator  # noqa: E402
 from .selection import evaluate_translator  # noqa: E402
-from .translation import plot_cross_attention  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description", "NOT_RUN",

@@ -12,9 +12,10 @@ import tempfile
 
 import torch
 
+from inference.checkpoint import load_translator
+from inference.ct2 import export_ctranslate2, load_ctranslate2
+
 from .benchmarking import timed
-from .checkpoint import load_translator
-from .ct2 import export_ctranslate2, load_ctranslate2
 from .evaluation import corpus_scores, decode_batch, source_batches, translate_batches
 
 __all__ = ["run_decode_benchmark", "format_rows"]

@@ -14,12 +14,11 @@ import os
 import torch
 from torch import nn
 
+from inference.plotting import show_heatmaps  # (selects the Agg backend first)
 from model.attention import AttentionPooling, TanhAttention, attention_pool
 from model.nadaraya_watson import NWKernelRegression, leave_one_out
 
-from .plotting import show_heatmaps  # (selects the Agg backend first)
-
-import matplotlib.pyplot as plt  # noqa: E402  (after training.plotting: no display needed)
+import matplotlib.pyplot as plt  # noqa: E402  (after inference.plotting: no display needed)
 
 __all__ = ["truth", "toy_data", "fit_parametric", "plot_predictions", "plot_attention",
            "pooling_examples"]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from data.tokenizer import PAD_ID, Tokenizer
+from inference.checkpoint import CHECKPOINT_FORMAT
 from model.build import build_model, config_from_dict
 from model.config import ConfigError, TransformerConfig
 from model.rnn import RNNConfig
@@ -34,9 +35,6 @@ __all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule", "
 #: How far (as a fraction of the run) the clock must be ahead of the step
 #: count before ``lr_time_budget`` moves the schedule by time.
 TIME_BUDGET_MARGIN = 0.02
-
-#: Marker written into every checkpoint of this project.
-CHECKPOINT_FORMAT = "attention-nmt/1"
 
 
 def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:

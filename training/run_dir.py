@@ -22,9 +22,8 @@ from typing import Any, Iterable
 import yaml
 
 from data.files import checkpoint_damage
+from inference.translator import CheckpointError
 from model.config import ConfigError
-
-from .translator import CheckpointError
 
 __all__ = ["config_file_roots", "move_run_paths", "check_resume_checkpoint", "check_run_dir_free"]
 

@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import torch
 
 from data.corpus import CorpusError
+from inference.checkpoint import Translator, load_translator
 
-from .checkpoint import Translator, load_translator
 from .evaluation import DecodingConfig, corpus_scores, official_tokenized_references, \
     tokenized_bleu
 
@@ -90,7 +90,7 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
         beams, lenpens: candidate beam sizes and GNMT alphas (None: the
             checkpoint's own setting).
         load_options: keyword arguments of
-            :func:`training.checkpoint.load_translator` (engine, threads ...).
+            :func:`inference.checkpoint.load_translator` (engine, threads ...).
         decoding_overrides: other :class:`DecodingConfig` fields for all.
 
     Returns:
@@ -99,7 +99,7 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
         ``bleu_lc_norm_tok``, ``decode_seconds``).
 
     Raises:
-        training.checkpoint.CheckpointError: for an unreadable checkpoint.
+        inference.checkpoint.CheckpointError: for an unreadable checkpoint.
         ValueError: if no candidate is given.
     """
     if not checkpoints or not beams:

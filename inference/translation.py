@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .evaluation import DecodingConfig, Hypothesis, source_batches
+from .decoding import DecodingConfig, Hypothesis, source_batches
 from .translator import Translator
 
 __all__ = ["decode_lines", "read_batches", "translate_lines", "plot_cross_attention",
@@ -88,7 +88,7 @@ def plot_cross_attention(translator: Translator, sentence: str, hypothesis: Hypo
 
     Shapes: the plotted matrix is ``(T, S)``: output subwords x source subwords.
     """
-    from training.plotting import show_heatmaps
+    from .plotting import show_heatmaps
 
     model, tokenizer = translator.model, translator.tokenizer
     loader, _ = source_batches(tokenizer, [sentence], model.config.max_len)

@@ -70,7 +70,7 @@ from data.files import json_damage, read_json
 from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from model.decoding import length_limits, length_penalty
 
-from .evaluation import DecodingConfig, Hypothesis
+from .decoding import DecodingConfig, Hypothesis
 from .options import require_at_least
 from .translator import ENGINES, CheckpointError, Translator
 
@@ -279,7 +279,7 @@ def export_ctranslate2(translator: Translator, out_dir: str | os.PathLike,
     into place, so a failure leaves what was there untouched.
 
     Args:
-        translator: from :func:`training.checkpoint.load_translator`.
+        translator: from :func:`inference.checkpoint.load_translator`.
         out_dir: the model directory (created; must be new, empty, or an
             earlier export with ``force``).
         quantization: one of :data:`QUANTIZATIONS`.

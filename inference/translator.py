@@ -1,7 +1,7 @@
 """What inference needs of a trained model: the :class:`Translator` (model,
 tokenizer, decoding defaults, data settings), its error type, and the engine
-names. A checkpoint (:mod:`training.checkpoint`) and a CTranslate2 export
-(:mod:`training.ct2`) both give one.
+names. A checkpoint (:mod:`inference.checkpoint`) and a CTranslate2 export
+(:mod:`inference.ct2`) both give one.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from data.corpus import load_parallel_corpus
 from data.reading import column
-from data.tatoeba import GroupedSplit
 from data.tokenizer import Tokenizer
 
-from .evaluation import (DecodingConfig, DecodingError, Hypothesis, length_limit_problem,
+from .decoding import (DecodingConfig, DecodingError, Hypothesis, length_limit_problem,
                          source_batches, translate_batches)
 
 __all__ = ["CheckpointError", "ENGINES", "Translator"]
@@ -109,6 +107,9 @@ class Translator:
         Raises:
             data.corpus.CorpusError: for a missing or misaligned corpus.
         """
+        from data.corpus import load_parallel_corpus  # datasets: only when a split is read
+        from data.tatoeba import GroupedSplit
+
         data = self.data_hparams
         settings = {"split": split or data.get("test_split", "test_2016_flickr"),
                     "src_lang": src_lang or data.get("src_lang", "en"),

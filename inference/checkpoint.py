@@ -11,10 +11,14 @@ from data.tokenizer import Tokenizer
 from model.build import build_model, config_from_dict
 
 from .ct2 import is_ctranslate2_model, load_ctranslate2
-from .module import CHECKPOINT_FORMAT
 from .translator import ENGINES, CheckpointError, Translator
 
-__all__ = ["CheckpointError", "ENGINES", "Translator", "load_translator", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "ENGINES", "Translator", "load_translator",
+           "read_checkpoint"]
+
+#: Marker every checkpoint of this project carries (``checkpoint["format"]``,
+#: written by :meth:`training.module.TranslationModule.on_save_checkpoint`).
+CHECKPOINT_FORMAT = "attention-nmt/1"
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False,
@@ -61,8 +65,8 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu", engine
                     **ctranslate2_options) -> Translator:
     """Read a checkpoint written by ``scripts/train.py`` onto ``device``; a
     directory written by ``scripts/export_ctranslate2.py`` gives a
-    :class:`training.ct2.CTranslate2Translator` (same interface, CTranslate2
-    engine; ``ctranslate2_options`` go to :func:`training.ct2.load_ctranslate2`:
+    :class:`inference.ct2.CTranslate2Translator` (same interface, CTranslate2
+    engine; ``ctranslate2_options`` go to :func:`inference.ct2.load_ctranslate2`:
     ``compute_type``, ``threads``, ``lenpen_style``).
 
     ``engine``: ``"auto"`` (by what ``path`` is), ``"pytorch"`` (a checkpoint

@@ -1,0 +1,80 @@
+"""The package layers: model and data at the bottom, inference (no Lightning) above
+them, then training; no import runs back up. Checked on the source (AST) and by
+translating in a process where Lightning cannot be imported."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: package -> packages of this project it may import
+ALLOWED = {"model": {"model"}, "data": {"data"}, "inference": {"model", "data", "inference"},
+           "training": {"model", "data", "inference", "training"}}
+#: modules of the lower layers that may import Lightning (the data module and what builds it)
+LIGHTNING_ALLOWED = {"data/datamodule.py", "data/prepare.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            names.add(path.parent.name)  # a relative import stays in its package
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_import_runs_back_up(package):
+    for path in sorted((REPO / package).glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in ALLOWED:
+                assert top in ALLOWED[package], f"{path.relative_to(REPO)} imports {name}"
+            if top == "lightning" and package in ("model", "data", "inference"):
+                assert str(path.relative_to(REPO)) in LIGHTNING_ALLOWED, \
+                    f"{path.relative_to(REPO)} imports Lightning"
+
+
+@pytest.mark.slow
+def test_translating_needs_no_lightning(tmp_path):
+    """``from inference import load_translator`` and ``scripts/translate.py`` run in a
+    process where importing Lightning fails."""
+    from conftest import MULTI30K, tiny_checkpoint
+
+    import torch
+
+    if not MULTI30K.is_dir():
+        pytest.skip("Multi30k not found")
+    small = tmp_path / "corpus"
+    small.mkdir()
+    import gzip
+    for lang in ("en", "de"):
+        with gzip.open(MULTI30K / f"val.{lang}.gz", "rb") as f, \
+                gzip.open(small / f"train.{lang}.gz", "wb") as out:
+            out.write(f.read())
+    torch.save(tiny_checkpoint(small), tmp_path / "tiny.ckpt")
+    blocked = ("import sys, runpy; sys.modules['lightning'] = None; "
+               "sys.modules['pytorch_lightning'] = None; ")
+    api = (blocked + "from inference import load_translator; "
+           "from inference.translation import translate_lines; "
+           f"t = load_translator({str(tmp_path / 'tiny.ckpt')!r}); "
+           "h = translate_lines(t, ['A dog runs.'], t.decoding(beam_size=2), device='cpu'); "
+           "assert isinstance(h[0][0].text, str); print('api ok')")
+    script = (blocked + f"sys.argv = ['translate.py', '--ckpt', {str(tmp_path / 'tiny.ckpt')!r}, "
+              f"'A dog runs.', 'Two men.']; "
+              f"runpy.run_path({str(REPO / 'scripts' / 'translate.py')!r}, run_name='__main__')")
+    for code, check in ((api, lambda out: "api ok" in out),
+                        (script, lambda out: len(out.strip().splitlines()) == 2)):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert check(proc.stdout), proc.stdout
