@@ -3,9 +3,8 @@
 Names and signatures follow the attention chapter of d2l.ai.
 """
 
-from .attention import (AdditiveAttention, AttentionPooling, DotProductAttention,
-                        MultiHeadAttention, TanhAttention, attention_pool, causal_valid_lens,
-                        masked_softmax, valid_mask)
+from .attention import (AdditiveAttention, DotProductAttention, MultiHeadAttention,
+                        causal_valid_lens, masked_softmax, valid_mask)
 from .build import build_model, config_from_dict
 from .config import TransformerConfig
 from .decoder import DecoderCache, TransformerDecoder, TransformerDecoderBlock
@@ -15,6 +14,7 @@ from .encoder_decoder import EncoderDecoder
 from .blocks import AddNorm, PositionWiseFFN
 from .encoder import TransformerEncoder, TransformerEncoderBlock
 from .nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson
+from .pooling import AttentionPooling, TanhAttention, attention_pool
 from .positional_encoding import PositionalEncoding
 from .rnn import RNNConfig, RNNEncoderDecoder
 from .transformer import Transformer

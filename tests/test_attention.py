@@ -515,7 +515,7 @@ def test_additive_fused_saves_no_hidden_tensor():
 def test_additive_auto_falls_back_to_chunked(monkeypatch):
     """Where torch.compile fails, ``kernel="auto"`` warns once and computes with the
     chunked kernel (same values as the formula)."""
-    import model.attention as attention_module
+    import model.additive_kernels as attention_module
 
     def broken(*args):
         raise RuntimeError("no C++ compiler")

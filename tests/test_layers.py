@@ -78,3 +78,11 @@ def test_translating_needs_no_lightning(tmp_path):
                               cwd=REPO, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert check(proc.stdout), proc.stdout
+
+
+def test_no_module_is_over_600_lines():
+    """Modules stay readable: a file per concept, none longer than 600 lines."""
+    long = {str(p.relative_to(REPO)): n for package in (*ALLOWED, "scripts")
+            for p in (REPO / package).glob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
+    assert not long, long

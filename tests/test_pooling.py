@@ -1,4 +1,4 @@
-"""Tests for attention_pool, AttentionPooling and TanhAttention (model/attention.py).
+"""Tests for attention_pool, AttentionPooling and TanhAttention (model/pooling.py).
 
 References: the textbook example of soft attention pooling (Qiu Xipeng,
 pp. 199–203), the mean for uniform weights, a direct transcription of each

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from inference.plotting import show_heatmaps  # (selects the Agg backend first)
-from model.attention import AttentionPooling, TanhAttention, attention_pool
+from model.pooling import AttentionPooling, TanhAttention, attention_pool
 from model.nadaraya_watson import NWKernelRegression, leave_one_out
 
 import matplotlib.pyplot as plt  # noqa: E402  (after inference.plotting: no display needed)
