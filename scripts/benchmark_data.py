@@ -1,68 +1,8 @@
-"""The data stage at corpus scale: seconds and peak RSS per stage, DataLoader throughput.
+"""``python scripts/benchmark_data.py ...``: the command of :mod:`commands.benchmark_data` (its docstring
+and ``--help`` say what it does)."""
 
-    python scripts/benchmark_data.py --copies 1 10 70            # 29 k, 290 k and 2.03 M pairs
-    python scripts/benchmark_data.py --copies 10 --sampling      # + one epoch of subword sampling
-
-Builds each corpus from a local one (default ``../shared/data/multi30k``) by
-repeating its training split ``--copies`` times with numbered lines, then in a
-fresh subprocess per size runs ``prepare_data`` (read, tokenizer, encode,
-write), ``setup`` and ``--batches`` training batches, and prints a markdown
-table naming the machine, the versions and this command. ``--json`` keeps the
-raw figures. Logic: ``training/data_benchmark.py``.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from training.data_benchmark import format_table, run_sizes  # noqa: E402
-from inference.options import require_at_least  # noqa: E402
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="../shared/data/multi30k",
-                   help="directory of {split}.{lang}[.gz] files to repeat (train, val, "
-                        "test_2016_flickr; en, de)")
-    p.add_argument("--copies", type=int, nargs="+", default=[1, 10, 70],
-                   help="sizes, as copies of the training split (default 1 10 70: 29 k, "
-                        "290 k and 2.03 M pairs of Multi30k)")
-    p.add_argument("--vocab-size", type=int, default=8000, help="data.vocab_size")
-    p.add_argument("--max-tokens", type=int, default=8192, help="data.max_tokens of the loader")
-    p.add_argument("--batches", type=int, default=2000,
-                   help="training batches to time (fewer if an epoch has fewer)")
-    p.add_argument("--sampling", action="store_true",
-                   help="also time one epoch of subword sampling (data.spm_alpha 0.5)")
-    p.add_argument("--work-dir", default=None, help="where the corpora and caches are built "
-                                                    "(default: the system's temp folder)")
-    p.add_argument("--json", default=None, help="also write the raw figures to this file")
-    args = p.parse_args(argv)
-    require_at_least(p, args, copies=1, vocab_size=5, max_tokens=128, batches=1)
-    if not os.path.isdir(args.source):
-        p.error(f"--source {args.source}: no such directory; point it at a directory of "
-                f"{{split}}.{{lang}}[.gz] files such as ../shared/data/multi30k")
-    return args
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    data = {"vocab_size": args.vocab_size, "max_tokens": args.max_tokens}
-    results = run_sizes(os.path.abspath(args.source), args.copies, data, args.batches,
-                        args.sampling, args.work_dir)
-    command = "python scripts/benchmark_data.py " + " ".join(argv if argv is not None
-                                                             else sys.argv[1:])
-    print(format_table(results, command, data))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return results
-
+from commands.benchmark_data import *  # noqa: F401,F403 (what tests and users import from the script)
+from commands.benchmark_data import main, run  # noqa: F401
 
 if __name__ == "__main__":
-    main()
+    run()

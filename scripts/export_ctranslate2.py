@@ -1,55 +1,8 @@
-"""Export a checkpoint to CTranslate2, the fast inference engine.
+"""``python scripts/export_ctranslate2.py ...``: the command of :mod:`commands.export_ctranslate2` (its docstring
+and ``--help`` say what it does)."""
 
-    python scripts/export_ctranslate2.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt \\
-        --out runs/multi30k_cpu/ct2
-    python scripts/export_ctranslate2.py --ckpt RUN.ckpt --out DIR --quantization int8
-    python scripts/translate.py --ckpt DIR --beam 5 "A man rides a bike."
-
-Writes DIR with ``model.bin``, ``config.json``, ``shared_vocabulary.json``
-(the SentencePiece pieces in id order), ``sentencepiece.model`` and
-``translation_settings.json`` (the checkpoint's decoding defaults and data
-settings): DIR alone is enough for ``translate.py``, ``evaluate.py`` and
-``benchmark_decode.py``. A float32 export can also run in int8 without a
-second export (``--compute-type int8`` of those scripts). Transformers with
-dot-product attention only: CTranslate2 has no additive attention and no GRU
-decoder. Layer mapping and decoding differences: ``inference/ct2.py``.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
-from inference.ct2 import QUANTIZATIONS, export_ctranslate2  # noqa: E402
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by scripts/train.py")
-    p.add_argument("--out", required=True, help="CTranslate2 model directory to write")
-    p.add_argument("--quantization", default="float32", choices=QUANTIZATIONS,
-                   help="weight type stored in model.bin")
-    p.add_argument("--force", action="store_true",
-                   help="replace an earlier CTranslate2 export in --out")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    translator = load_translator(args.ckpt, engine="pytorch")
-    out = export_ctranslate2(translator, args.out, args.quantization, args.force, args.ckpt)
-    size = os.path.getsize(out / "model.bin") / 2**20
-    print(f"wrote {out} ({args.quantization}, model.bin {size:.1f} MiB) from {args.ckpt}")
-
+from commands.export_ctranslate2 import *  # noqa: F401,F403 (what tests and users import from the script)
+from commands.export_ctranslate2 import main, run  # noqa: F401
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CheckpointError as err:  # CTranslate2Error included
-        print(f"export_ctranslate2.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run()

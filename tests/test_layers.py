@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: package -> packages of this project it may import
 ALLOWED = {"model": {"model"}, "data": {"data"}, "inference": {"model", "data", "inference"},
-           "training": {"model", "data", "inference", "training"}}
+           "training": {"model", "data", "inference", "training"},
+           "commands": {"model", "data", "inference", "training", "commands"}}
 #: modules of the lower layers that may import Lightning (the data module and what builds it)
 LIGHTNING_ALLOWED = {"data/datamodule.py", "data/prepare.py"}
 
@@ -86,3 +87,24 @@ def test_no_module_is_over_600_lines():
             for p in (REPO / package).glob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
     assert not long, long
+
+
+def test_commands_are_entry_points_and_scripts():
+    """Every ``[project.scripts]`` entry names a ``run`` of :mod:`commands`, every
+    ``scripts/*.py`` is a wrapper of a command module, and no file edits ``sys.path``."""
+    import importlib
+    import tomllib
+
+    entries = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"nmt-train", "nmt-prepare", "nmt-evaluate", "nmt-translate", "nmt-average",
+            "nmt-export-ct2", "nmt-compare"} <= set(entries)
+    for target in entries.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        assert (REPO / "commands" / script.name).is_file(), script
+        assert f"from commands.{script.stem} import main, run" in script.read_text(), script
+    for package in (*ALLOWED, "scripts", "tests"):
+        for path in (REPO / package).glob("*.py"):
+            assert "sys.path.insert" not in path.read_text(encoding="utf-8") or \
+                path.name == "test_layers.py", path

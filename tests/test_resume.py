@@ -231,7 +231,6 @@ def test_atomic_checkpoint_io_survives_sigkill_during_save(tmp_path):
     AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
     script = textwrap.dedent(f"""
         import os, signal, sys, torch
-        sys.path.insert(0, {str(REPO)!r})
         from training.checkpoint_io import AtomicCheckpointIO
         real_save = torch.save
         def save(obj, f, *a, **k):
