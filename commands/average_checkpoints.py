@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 
-from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint
 from inference.checkpoint import CheckpointError
+from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

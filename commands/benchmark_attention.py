@@ -62,8 +62,8 @@ import json
 
 import torch
 
-from training.attention_benchmark import REFERENCE, VARIANTS, benchmark, print_table
 from inference.options import require_at_least
+from training.attention_benchmark import REFERENCE, VARIANTS, benchmark, print_table
 from training.runtime import tune_cpu_allocator
 
 #: Variant name -> (scoring, keep_weights, additive kernel). The kernel is None for dot.

@@ -19,8 +19,8 @@ import os
 import sys
 
 
-from training.data_benchmark import format_table, run_sizes
 from inference.options import require_at_least
+from training.data_benchmark import format_table, run_sizes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

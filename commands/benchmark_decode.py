@@ -26,8 +26,8 @@ import json
 
 import torch
 
-from training.decode_benchmark import format_rows, run_decode_benchmark
 from inference.options import require_at_least
+from training.decode_benchmark import format_rows, run_decode_benchmark
 from training.runtime import tune_cpu_allocator
 
 

@@ -18,8 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from training.loss import label_smoothed_cross_entropy
 from inference.options import require_at_least
+from training.loss import label_smoothed_cross_entropy
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -33,8 +33,8 @@ from data.corpus import CorpusError
 from inference.checkpoint import CheckpointError, load_translator
 from inference.ct2 import add_engine_arguments, engine_options
 from inference.decoding import DecodingError
-from training.evaluation import TOKENIZED_BLEU_NAME
 from inference.options import require_at_least
+from training.evaluation import TOKENIZED_BLEU_NAME
 from training.selection import evaluate_translator, select_on_split
 
 

@@ -16,12 +16,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from data.corpus import CorpusError
 from data.datamodule import TranslationDataModule
+from data.files import config_arguments, yaml_damage
+from inference.translator import CheckpointError
 from model.config import ConfigError
 from training.module import TranslationModule
-from data.files import config_arguments, yaml_damage
 from training.run_dir import (check_resume_checkpoint, check_run_dir_free,
                               config_file_roots, move_run_paths)
-from inference.translator import CheckpointError
 from training.runtime import resolve_cpu_precision, tune_cpu_allocator
 
 
