@@ -231,6 +231,8 @@ def encode_sources(tokenizer, sentences: list[str], max_len: int,
                    ids: list[list[int]] | None = None) -> list[np.ndarray]:
     """Sentences -> source id arrays ending with EOS, truncated to ``max_len`` tokens.
 
+    ``tokenizer``: a :class:`data.tokenizer.Tokenizer` (or anything with its ``encode``).
+
     ``ids``: ``tokenizer.encode(sentences)`` where the caller has it already
     (the sentences are then not encoded again).
     """

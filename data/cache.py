@@ -209,7 +209,8 @@ class PackedSequences(Sequence):
 def _check_offsets(flat: np.ndarray, offsets: np.ndarray, name: str) -> None:
     """Cheap structural check of a packed array (vectorized over the offsets only)."""
     if offsets.ndim != 1 or len(offsets) < 1:
-        raise ValueError(f"{name}: offsets must be a non-empty 1-D array, got shape {offsets.shape}")
+        raise ValueError(f"{name}: offsets must be a non-empty 1-D array, got shape "
+                         f"{offsets.shape}")
     if offsets[0] != 0 or offsets[-1] != len(flat):
         raise ValueError(f"{name}: offsets run from {int(offsets[0])} to {int(offsets[-1])}, "
                          f"expected 0 to {len(flat)} (the number of ids)")
@@ -243,7 +244,7 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     return manifest
 
 
-def load_packed(folder: str | os.PathLike, entry: dict, mmap: bool = True) -> PackedSequences:
+def load_packed(folder: str | os.PathLike, entry: dict) -> PackedSequences:
     """Open the ids and offsets files of one manifest entry (one side of one split).
 
     Checked on every load, without reading the ids: both files exist, their
@@ -254,7 +255,7 @@ def load_packed(folder: str | os.PathLike, entry: dict, mmap: bool = True) -> Pa
     Args:
         folder: the cache folder.
         entry: ``manifest["splits"][split][side]``, as :meth:`PackedWriter.close` made it.
-        mmap: open both arrays memory-mapped (default) or read them into memory.
+            Both arrays are opened memory-mapped.
 
     Raises:
         CacheDamaged: naming the file and what disagrees.
@@ -269,7 +270,7 @@ def load_packed(folder: str | os.PathLike, entry: dict, mmap: bool = True) -> Pa
             raise CacheDamaged(f"{path} has {path.stat().st_size} bytes, the manifest says "
                                f"{expected['bytes']} (truncated or rewritten)")
         try:
-            array = np.load(path, mmap_mode="r" if mmap else None)
+            array = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as err:
             raise CacheDamaged(f"{path} is not a readable .npy file ({err})") from err
         if array.ndim != 1 or len(array) != expected["length"]:

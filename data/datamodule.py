@@ -17,8 +17,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .batching import (ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler,
-                       collate_batch, encode_sources)
+from .batching import ParallelDataset, ResumableDataLoader, TokenBudgetBatchSampler, collate_batch
 from .cache import (CACHE_VERSION, CacheDamaged, PackedSequences, PackedWriter, load_packed, pack,
                     read_manifest, write_manifest)
 from .corpus import CorpusError, find_split_file, load_parallel_corpus
@@ -26,7 +25,7 @@ from .reading import column, iter_column
 from .tatoeba import GroupedSplit
 from .tokenizer import EOS_ID, Tokenizer, train_tokenizer
 
-__all__ = ["TranslationDataModule", "encode_sources"]
+__all__ = ["TranslationDataModule", "peak_rss_mb"]
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +40,18 @@ class _StageClock:
 
     def __init__(self):
         self.stages: dict[str, dict[str, float]] = {}
-        self._last = time.perf_counter()
-
-    def add(self, name: str, seconds: float) -> None:
-        stage = self.stages.setdefault(name, {"seconds": 0.0})
-        stage["seconds"] = round(stage["seconds"] + seconds, 3)
-        stage["peak_rss_mb"] = round(peak_rss_mb(), 1)
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.add(name, now - self._last)
-        self._last = now
+        self.restart()
 
     def restart(self) -> None:
         self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Add the time since the last lap (or restart) to stage ``name``."""
+        now = time.perf_counter()
+        stage = self.stages.setdefault(name, {"seconds": 0.0})
+        stage["seconds"] = round(stage["seconds"] + now - self._last, 3)
+        stage["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        self._last = now
 
 
 def _check_settings(max_len: int, max_tokens: int, eval_max_tokens: int, vocab_size: int,
@@ -185,6 +182,8 @@ class TranslationDataModule(L.LightningDataModule):
         self.spm_input_sentences = spm_input_sentences
         #: The training split's raw sentences (an Arrow dataset), kept for sampling.
         self._train_corpus = None
+        #: What :meth:`_open_cache` returned when :meth:`prepare_data` last checked the cache.
+        self._opened: tuple | None = None
         self._sampled: tuple[int, ParallelDataset] | None = None  # (epoch, its dataset)
         self.max_len, self.max_tokens, self.eval_max_tokens = max_len, max_tokens, eval_max_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
@@ -263,13 +262,15 @@ class TranslationDataModule(L.LightningDataModule):
         return manifest, tokenizer, splits
 
     def _cache_ready(self) -> bool:
-        """Whether the cache is built and intact; a damaged one is removed (with a warning)."""
+        """Whether the cache is built and intact (kept open for :meth:`setup`); a damaged
+        one gets a warning and is replaced by the rebuild."""
         path = self.cache_path
         try:
-            return self._open_cache(path) is not None
+            self._opened = self._open_cache(path)
         except CacheDamaged as err:
             log.warning("token cache %s is damaged (%s); rebuilding it", path, err)
-            return False
+            self._opened = None
+        return self._opened is not None
 
     def prepare_data(self) -> None:
         """Train the tokenizer and tokenize every split into the cache, unless it is built.
@@ -388,8 +389,8 @@ class TranslationDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()
-        try:
-            opened = self._open_cache(self.cache_path)
+        try:  # opened and checked by prepare_data when it found the cache built
+            opened = self._opened or self._open_cache(self.cache_path)
         except CacheDamaged as err:  # damaged after this run's prepare_data checked it
             raise CorpusError(f"the token cache {self.cache_path} was damaged while this run "
                               f"started ({err}); run again, or build it first with "

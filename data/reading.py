@@ -118,7 +118,8 @@ def read_lines(path: str | os.PathLike, cache_dir: str | None = None,
         raise CorpusError(_damaged_gzip_message(path, name, err)) from err
     if empty:
         raise CorpusError(f"{name or path} is empty (no lines); a corpus file holds one "
-                          f"sentence per line: download or copy it again, or point the config at another corpus")
+                          f"sentence per line: download or copy it again, or point the config "
+                          f"at another corpus")
     import datasets
     from datasets.exceptions import DatasetGenerationError
 

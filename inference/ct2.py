@@ -415,7 +415,7 @@ class CTranslate2Translator(Translator):
         """Translate N sources given as piece ids (no EOS).
 
         Sources longer than ``max_len - 1`` pieces are truncated as
-        :func:`data.datamodule.encode_sources` does. Returns, per source, its
+        :func:`data.batching.encode_sources` does. Returns, per source, its
         ``decoding.nbest`` hypotheses, best first; ``score`` is the
         length-normalized log-probability (None for greedy decoding), ``ids``
         end with EOS.

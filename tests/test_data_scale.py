@@ -185,8 +185,7 @@ def test_no_stage_reads_rows_one_at_a_time(corpus_20k, tmp_path, monkeypatch, ca
     train = dm.datasets["train"]
     assert len(train) == 19990
     assert dm.tokenizer.decode([s.tolist() for s in train.src[:3]]) == [en[k] for k in kept[:3]]
-    spy.rows = 0
-    dm.sampled_train  # noqa: B018 - sampling reads chunks too (spm_alpha run below)
+    spy.rows = 0  # subword sampling reads the training text again, in chunks
     sampling = TranslationDataModule(source=str(corpus_20k), vocab_size=400,
                                      cache_dir=str(tmp_path), spm_alpha=0.5)
     sampling.setup("fit")

@@ -13,6 +13,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from data.files import checkpoint_damage
+from inference.translator import CheckpointError
 
 __all__ = ["AtomicCheckpointIO"]
 
@@ -47,8 +48,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if Path(path).is_file():
             damage = checkpoint_damage(path)
             if damage is not None:
-                from inference.translator import CheckpointError
-
                 raise CheckpointError(f"checkpoint {path} is damaged: {damage}; use another "
                                       f"checkpoint of the run (best.ckpt, last.ckpt)")
         return super().load_checkpoint(path, *args, **kwargs)

@@ -40,7 +40,8 @@ from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E
 from .selection import evaluate_translator  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
-           "save_result", "load_result", "ResultFileError", "finished_run", "machine_description", "NOT_RUN",
+           "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
+           "NOT_RUN",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
