@@ -32,22 +32,18 @@ parametric model and its training follow the earlier d2l.ai edition's section
 
 from __future__ import annotations
 
-import argparse
 import os
 
+from .common import make_parser
 
-import torch
+SCRIPT = "attention_examples.py"
 
-from model.nadaraya_watson import nadaraya_watson
-from training.examples import (fit_parametric, plot_attention, plot_predictions,
-                               pooling_examples, toy_data)
-
-__all__ = ["main", "toy_data", "fit_parametric"]
+__all__ = ["main", "run"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them)."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--out", default="runs/attention_examples", help="folder for the PNGs")
     p.add_argument("--seed", type=int, default=0, help="seeds the data and the initial w")
     p.add_argument("--n-train", type=int, default=50, help="number of training points")
@@ -59,7 +55,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    """Fit, plot and print as the module docstring says; returns the losses, w, MSEs and paths."""
     args = parse_args(argv)
+    import torch
+
+    from benchmarks.examples import (fit_parametric, plot_attention, plot_predictions,
+                                     pooling_examples, toy_data)
+    from model.nadaraya_watson import nadaraya_watson
+
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     data = toy_data(args.n_train)
@@ -94,7 +97,6 @@ def main(argv=None) -> dict:
     for path in paths.values():
         print(f"wrote {path}")
     return {"losses": losses, "w": w, "mse": mse, "paths": paths, **pooling}
-
 
 
 def run(argv: list[str] | None = None) -> None:

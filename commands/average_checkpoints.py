@@ -15,16 +15,15 @@ Vaswani et al. 2017 §6.1.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from .common import make_parser, run_command
 
-from inference.checkpoint import CheckpointError
-from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint
+SCRIPT = "average_checkpoints.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(SCRIPT, __doc__)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--inputs", nargs="+", metavar="CKPT",
                        help="checkpoints to average, oldest first (the last gives the settings)")
@@ -48,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Average and save; returns the path written."""
     args = parse_args(argv)
+    from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint
+
     if args.inputs:
         paths = [Path(p) for p in args.inputs]
     else:
@@ -64,13 +65,13 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
+def _user_errors() -> tuple[type, ...]:
+    from inference.checkpoint import CheckpointError
+
+    return (CheckpointError,)
+
 
 def run(argv: list[str] | None = None) -> None:
     """The command: :func:`main` with its one-line errors and exit status
     (``python scripts/average_checkpoints.py`` and the installed entry point call it)."""
-    try:
-        main(argv)
-    except CheckpointError as err:
-        # A wrong file is the user's to fix: say what is wrong, without a traceback.
-        print(f"average_checkpoints.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_command(SCRIPT, main, argv, _user_errors)

@@ -56,22 +56,19 @@ parameter and input gradients are cleared before the step and so counted.
 
 from __future__ import annotations
 
-import argparse
 import json
 
-
-import torch
-
+from benchmarks.names import REFERENCE, VARIANTS
 from inference.options import require_at_least
-from training.attention_benchmark import REFERENCE, VARIANTS, benchmark, print_table
-from training.runtime import tune_cpu_allocator
 
-#: Variant name -> (scoring, keep_weights, additive kernel). The kernel is None for dot.
+from .common import AUTO_DEVICE, make_parser
+
+SCRIPT = "benchmark_attention.py"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--batch", type=int, default=64, help="B")
     p.add_argument("--queries", type=int, default=64, help="Q, number of queries")
     p.add_argument("--keys", type=int, default=64, help="K, number of keys and values")
@@ -89,8 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=10, help="timed steps per variant")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: PyTorch's, one per core)")
-    p.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
-                   help="comma-separated devices")
+    p.add_argument("--devices", default=AUTO_DEVICE,
+                   help="comma-separated devices (default auto: cpu, and cuda when a GPU is "
+                        "visible)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     require_at_least(p, args, batch=1, queries=1, keys=1, num_hiddens=1, heads=1, warmup=0,
@@ -104,7 +102,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> list[dict]:
+    """Time every variant on every device, print the table; returns its rows."""
     args = parse_args(argv)
+    import torch
+
+    from benchmarks.attention_benchmark import benchmark, print_table
+    from training.runtime import tune_cpu_allocator
+
+    if args.devices == AUTO_DEVICE:
+        args.devices = "cpu,cuda" if torch.cuda.is_available() else "cpu"
     tune_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +122,6 @@ def main(argv=None) -> list[dict]:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return rows
-
 
 
 def run(argv: list[str] | None = None) -> None:

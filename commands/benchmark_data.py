@@ -8,7 +8,7 @@ repeating its training split ``--copies`` times with numbered lines, then in a
 fresh subprocess per size runs ``prepare_data`` (read, tokenizer, encode,
 write), ``setup`` and ``--batches`` training batches, and prints a markdown
 table naming the machine, the versions and this command. ``--json`` keeps the
-raw figures. Logic: ``training/data_benchmark.py``.
+raw figures. Logic: ``benchmarks/data_benchmark.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import json
 import os
 import sys
 
-
 from inference.options import require_at_least
-from training.data_benchmark import format_table, run_sizes
+
+from .common import make_parser
+
+SCRIPT = "benchmark_data.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--source", default="../shared/data/multi30k",
                    help="directory of {split}.{lang}[.gz] files to repeat (train, val, "
                         "test_2016_flickr; en, de)")
@@ -50,7 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Measure every size, print the table; returns the raw figures."""
     args = parse_args(argv)
+    from benchmarks.data_benchmark import format_table, run_sizes
+
     data = {"vocab_size": args.vocab_size, "max_tokens": args.max_tokens}
     results = run_sizes(os.path.abspath(args.source), args.copies, data, args.batches,
                         args.sampling, args.work_dir)
@@ -61,7 +66,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return results
-
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -20,20 +20,18 @@ share of sentences whose output equals ours. Each configuration is timed
 
 from __future__ import annotations
 
-import argparse
 import json
 
-
-import torch
-
 from inference.options import require_at_least
-from training.decode_benchmark import format_rows, run_decode_benchmark
-from training.runtime import tune_cpu_allocator
+
+from .common import add_device_argument, make_parser, resolve_device
+
+SCRIPT = "benchmark_decode.py"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--data", default=None, help="corpus (default: the checkpoint's)")
     p.add_argument("--split", default=None, help="split (default: the checkpoint's test split)")
@@ -41,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--beams", default="1,5", help="comma-separated beam sizes")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration")
     p.add_argument("--max-tokens", type=int, default=8192, help="batch budget in source tokens")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(p)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--cached-only", action="store_true",
                    help="skip the (slow) uncached runs of our decoding")
@@ -58,7 +56,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> list[dict]:
+    """Decode with every configuration, print the table; returns its rows."""
     args = parse_args(argv)
+    from benchmarks.decode_benchmark import format_rows, run_decode_benchmark
+    from training.runtime import tune_cpu_allocator
+
+    args.device = resolve_device(args.device)
     tune_cpu_allocator()
     rows, description = run_decode_benchmark(args)
     print(f"# {description}")
@@ -67,7 +70,6 @@ def main(argv=None) -> list[dict]:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return rows
-
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -9,27 +9,31 @@ Prints the median seconds of each and their ratio, with the machine.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
 
-
-import torch
-import torch.nn.functional as F
-
 from inference.options import require_at_least
-from training.loss import label_smoothed_cross_entropy
+
+from .common import make_parser
+
+SCRIPT = "benchmark_loss.py"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Time both losses, print them and their ratio; returns seconds per forward+backward."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--rows", type=int, default=8190, help="N: target tokens of the batch")
     p.add_argument("--vocab", type=int, default=8000, help="V: vocabulary size")
     p.add_argument("--epsilon", type=float, default=0.1, help="label smoothing")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     args = p.parse_args(argv)
     require_at_least(p, args, rows=1, vocab=2, repeats=1)
+    import torch
+    import torch.nn.functional as F
+
+    from training.loss import label_smoothed_cross_entropy
+
     torch.manual_seed(0)
     logits = (torch.randn(args.rows, args.vocab) * 3).requires_grad_()
     target = torch.randint(4, args.vocab, (args.rows,))
@@ -53,7 +57,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:16s} {seconds:.3f} s per forward+backward")
     print(f"F.cross_entropy / fused = {result['F.cross_entropy'] / result['fused']:.2f}")
     return result
-
 
 
 def run(argv: list[str] | None = None) -> None:

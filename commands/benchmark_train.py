@@ -8,7 +8,7 @@ What is compared. ``model.config`` of the YAML file gives the sizes and
 :class:`training.module.TranslationModule` (so the same label-smoothed loss and
 the same AdamW + schedule from ``configure_optimizers``, with the YAML's
 hyperparameters); one holds our :class:`model.Transformer`, the other a
-:class:`model.reference.ReferenceTransformer`: ``torch.nn.Transformer`` with the same sizes,
+:class:`benchmarks.reference.ReferenceTransformer`: ``torch.nn.Transformer`` with the same sizes,
 the same tied embedding / output matrix scaled by ``sqrt(D)``, the same
 sinusoidal positions, the same dropouts, pre- or post-LN with the same final
 LayerNorms, and attention projections without bias. The reference starts from
@@ -54,7 +54,7 @@ process's resident set (``ru_maxrss``, ``VmHWM``) also holds glibc's
 retained heap and varied by about ±5% between identical passes here, and
 ``tracemalloc`` does not see PyTorch's allocations.
 
-Model FLOPs: :func:`model.reference.training_matmul_flops` counts the matrix-multiply FLOPs
+Model FLOPs: :func:`benchmarks.reference.training_matmul_flops` counts the matrix-multiply FLOPs
 of a training step on the padded ``(B, S, T)`` shapes (formula in its
 docstring; checked against ``torch.utils.flop_counter.FlopCounterMode`` in
 the tests). MFU divides model FLOPs per second by the rate of a large
@@ -64,21 +64,19 @@ the same run (``8192^3`` on GPU, ``2048^3`` on CPU; best of several).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-
-import torch
-
 from inference.options import require_at_least
-from training.runtime import tune_cpu_allocator
-from training.train_benchmark import run_benchmark
+
+from .common import add_device_argument, make_parser, program, resolve_device
+
+SCRIPT = "benchmark_train.py"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--config", required=True,
                    help="training YAML (model.config, model hyperparameters, data, trainer)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per round")
@@ -86,7 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is reported")
     p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                    help="bf16 autocast or float32 (default: the config's trainer.precision)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (torch.set_num_threads; default: torch's choice)")
     p.add_argument("--compile", action="store_true",
@@ -106,19 +104,23 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    """Run the benchmark, print its table; returns the results (also ``--json``)."""
     args = parse_args(argv)
+    from benchmarks.train_benchmark import run_benchmark
+    from training.runtime import tune_cpu_allocator
+
+    args.device = resolve_device(args.device)
     tune_cpu_allocator()
     try:
         out, lines = run_benchmark(args)
     except ValueError as err:  # a config or corpus that cannot give the batches: one line
-        print(f"benchmark_train.py: error: {err}", file=sys.stderr)
+        print(f"{program(SCRIPT)}: error: {err}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
     return out
-
 
 
 def run(argv: list[str] | None = None) -> None:

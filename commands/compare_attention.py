@@ -14,7 +14,7 @@ folder) that sets the seed and the budget and sends logs and checkpoints to
 ``--resume`` finds a finished run there: see below). Then
 its ``best.ckpt`` (best validation BLEU) is decoded greedily on the test
 split in this process and scored with
-:func:`training.selection.evaluate_translator` (cased BLEU, chrF and the
+:func:`evaluation.selection.evaluate_translator` (cased BLEU, chrF and the
 papers' lowercased tokenized BLEU). ``OUT`` (default
 ``runs/compare``) receives, rewritten after every run:
 
@@ -69,19 +69,19 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from data.files import yaml_damage
+from benchmarks.names import DEFAULT_CONFIGS
 from inference.options import require_at_least
-from training.compare import (DEFAULT_CONFIGS, NOT_RUN, ResultFileError, RunResult,
-                              run_comparison)
 
+from .common import add_device_argument, make_parser, program, resolve_device
+
+SCRIPT = "compare_attention.py"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("configs", nargs="*", type=Path, default=DEFAULT_CONFIGS,
                    help="training configs to compare (default: the three configs/compare_*.yaml)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="seeds per config")
@@ -99,8 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the report from the finished runs in OUT "
                         "(as --resume reads them); the others are listed as not run yet")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device of the test-set decoding in this process")
+    add_device_argument(p, help="device of the test-set decoding in this process (default "
+                                "auto: cuda when a GPU is visible, else cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of training (OMP_NUM_THREADS) and test decoding (default: "
                         "PyTorch's choice); 1 is faster on a CPU that other processes share")
@@ -117,20 +117,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> list[RunResult]:
-    """Run the comparison; returns one :class:`RunResult` per (config, seed).
-    A damaged saved result ends it with one line and exit status 2."""
+def main(argv: list[str] | None = None) -> list:
+    """Run the comparison; returns one :class:`benchmarks.compare.RunResult` per
+    (config, seed). A damaged saved result ends it with one line and exit status 2."""
     args = parse_args(argv)
+    from benchmarks.compare import ResultFileError, run_comparison
+
+    args.device = resolve_device(args.device)
     try:
         return run_comparison(args, sys.argv[1:] if argv is None else argv)
     except ResultFileError as err:
-        print(f"compare_attention.py: error: {err}", file=sys.stderr)
+        print(f"{program(SCRIPT)}: error: {err}", file=sys.stderr)
         sys.exit(2)
-
 
 
 def run(argv: list[str] | None = None) -> None:
     """The command: :func:`main` with its one-line errors and exit status
     (``python scripts/compare_attention.py`` and the installed entry point call it)."""
     results = main(argv)
+    from benchmarks.compare_report import NOT_RUN
+
     sys.exit(0 if all(r.status in ("ok", NOT_RUN) for r in results) else 1)

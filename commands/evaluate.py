@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from inference.options import add_engine_arguments, engine_options, require_at_least
 
-import torch
+from .common import add_device_argument, make_parser, resolve_device, run_command
 
-from data.corpus import CorpusError
-from inference.checkpoint import CheckpointError, load_translator
-from inference.ct2 import add_engine_arguments, engine_options
-from inference.decoding import DecodingError
-from inference.options import require_at_least
-from training.evaluation import TOKENIZED_BLEU_NAME
-from training.selection import evaluate_translator, select_on_split
+SCRIPT = "evaluate.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--ckpt", "--model", dest="ckpt", required=True, nargs="+",
                    help="checkpoint written by scripts/train.py, or a CTranslate2 model directory "
                         "(scripts/export_ctranslate2.py); several with --select-on")
@@ -68,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<corpus>-tok/ if it exists, else the raw references tokenized here; "
                         "'raw' forces the latter")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(p)
     add_engine_arguments(p)
     args = p.parse_args(argv)
     args.engine_options = engine_options(p, args)
@@ -86,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the evaluation; returns the metrics dict that is also written to JSON."""
     args = parse_args(argv)
+    from evaluation.metrics import TOKENIZED_BLEU_NAME
+    from evaluation.selection import evaluate_translator, select_on_split
+    from inference.checkpoint import load_translator
+
+    args.device = resolve_device(args.device)
     overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                      use_cache=not args.no_cache)
     ckpt, selection = args.ckpt[0], None
@@ -141,13 +141,15 @@ def main(argv: list[str] | None = None) -> dict:
     return scores
 
 
+def _user_errors() -> tuple[type, ...]:
+    from data.reading import CorpusError
+    from inference.checkpoint import CheckpointError
+    from inference.decoding import DecodingError
+
+    return CheckpointError, CorpusError, DecodingError
+
 
 def run(argv: list[str] | None = None) -> None:
     """The command: :func:`main` with its one-line errors and exit status
     (``python scripts/evaluate.py`` and the installed entry point call it)."""
-    try:
-        main(argv)
-    except (CheckpointError, CorpusError, DecodingError) as err:
-        # A wrong file is the user's to fix: say what is wrong, without a traceback.
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_command(SCRIPT, main, argv, _user_errors)

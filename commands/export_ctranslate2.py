@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from inference.options import QUANTIZATIONS
 
-from inference.checkpoint import CheckpointError, load_translator
-from inference.ct2 import QUANTIZATIONS, export_ctranslate2
+from .common import make_parser, run_command
+
+SCRIPT = "export_ctranslate2.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("--ckpt", required=True, help="checkpoint written by scripts/train.py")
     p.add_argument("--out", required=True, help="CTranslate2 model directory to write")
     p.add_argument("--quantization", default="float32", choices=QUANTIZATIONS,
@@ -40,18 +40,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from inference.checkpoint import load_translator
+    from inference.ct2 import export_ctranslate2
+
     translator = load_translator(args.ckpt, engine="pytorch")
     out = export_ctranslate2(translator, args.out, args.quantization, args.force, args.ckpt)
     size = os.path.getsize(out / "model.bin") / 2**20
     print(f"wrote {out} ({args.quantization}, model.bin {size:.1f} MiB) from {args.ckpt}")
 
 
+def _user_errors() -> tuple[type, ...]:
+    from inference.checkpoint import CheckpointError
+
+    return (CheckpointError,)
+
 
 def run(argv: list[str] | None = None) -> None:
     """The command: :func:`main` with its one-line errors and exit status
     (``python scripts/export_ctranslate2.py`` and the installed entry point call it)."""
-    try:
-        main(argv)
-    except CheckpointError as err:  # CTranslate2Error included
-        print(f"export_ctranslate2.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_command(SCRIPT, main, argv, _user_errors)

@@ -19,17 +19,29 @@ import argparse
 import logging
 import sys
 
+from .common import make_parser, program
 
-from data.cache import CacheDamaged
-from data.corpus import CorpusError
-from data.prepare import datamodule_from_config, format_summary, parse_cli, prepare
+SCRIPT = "prepare_data.py"
 
-PROG = "prepare_data.py"
+
+def parse_cli(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """``--config``, ``--verify`` and the remaining ``--data.*`` overrides."""
+    parser = make_parser(SCRIPT, __doc__)
+    parser.add_argument("--config", required=True,
+                        help="training config (YAML); only its data: section is read")
+    parser.add_argument("--verify", action="store_true",
+                        help="also re-read the whole cache and compare its checksums")
+    return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Prepare and print the summary; returns the cache's manifest."""
-    args, overrides = parse_cli(argv, PROG)
+    args, overrides = parse_cli(argv)
+    from data.cache import CacheDamaged
+    from data.corpus import CorpusError
+    from data.prepare import datamodule_from_config, format_summary, prepare
+
+    PROG = program(SCRIPT)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         dm = datamodule_from_config(args.config, overrides, PROG)
@@ -46,7 +58,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.verify:
         print("verified: every array matches the checksum written with it")
     return manifest
-
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -32,19 +32,16 @@ import contextlib
 import os
 import sys
 
+from inference.options import add_engine_arguments, engine_options
 
-import torch
+from .common import add_device_argument, make_parser, resolve_device, run_command
 
-from data.reading import CorpusError, open_text_input
-from inference.checkpoint import CheckpointError, load_translator
-from inference.ct2 import add_engine_arguments, engine_options
-from inference.decoding import DecodingError
-from inference.translation import decode_lines, write_translations
+SCRIPT = "translate.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The options (``--help`` lists them); a bad value exits with status 2."""
+    p = make_parser(SCRIPT, __doc__)
     p.add_argument("sentences", nargs="*", help="sentences to translate (else --input or stdin)")
     p.add_argument("--ckpt", "--model", dest="ckpt", required=True,
                    help="checkpoint written by scripts/train.py, or a CTranslate2 model "
@@ -61,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention-plot", default=None, metavar="PATH",
                    help="write a heatmap (PNG) of the encoder-decoder attention of the first "
                         "translated sentence, subwords as tick labels")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(p)
     add_engine_arguments(p)
     args = p.parse_args(argv)
     args.engine_options = engine_options(p, args)
@@ -85,7 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Translate as the module docstring says; raises ``CheckpointError``,
+    ``CorpusError`` or ``DecodingError`` for what the user must fix."""
     args = parse_args(argv)
+    from data.reading import open_text_input
+    from inference.checkpoint import CheckpointError, load_translator
+    from inference.translation import decode_lines, write_translations
+
+    args.device = resolve_device(args.device)
     translator = load_translator(args.ckpt, args.device, **args.engine_options)
     if args.attention_plot and translator.model is None:
         raise CheckpointError(f"--attention-plot needs the PyTorch model, but {args.ckpt} is a "
@@ -109,13 +113,15 @@ def main(argv: list[str] | None = None) -> None:
                            args.attention_plot)
 
 
+def _user_errors() -> tuple[type, ...]:
+    from data.reading import CorpusError
+    from inference.checkpoint import CheckpointError
+    from inference.decoding import DecodingError
+
+    return CheckpointError, CorpusError, DecodingError
+
 
 def run(argv: list[str] | None = None) -> None:
     """The command: :func:`main` with its one-line errors and exit status
     (``python scripts/translate.py`` and the installed entry point call it)."""
-    try:
-        main(argv)
-    except (CheckpointError, CorpusError, DecodingError) as err:
-        # A wrong file is the user's to fix: say what is wrong, without a traceback.
-        print(f"translate.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_command(SCRIPT, main, argv, _user_errors)

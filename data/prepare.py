@@ -11,7 +11,6 @@ No trainer, model or GPU is involved.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -105,16 +104,3 @@ def format_summary(dm: TranslationDataModule, manifest: dict) -> str:
     lines.append("training with the same data.* settings reads this cache and does not "
                  "tokenize again")
     return "\n".join(lines)
-
-
-def parse_cli(argv: list[str] | None, prog: str = "prepare_data.py"
-              ) -> tuple[argparse.Namespace, list[str]]:
-    """``--config``, ``--verify`` and the remaining ``--data.*`` overrides of the script."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Train the SentencePiece model and build the token cache of a "
-                               "training config's data section, once, before training.")
-    parser.add_argument("--config", required=True,
-                        help="training config (YAML); only its data: section is read")
-    parser.add_argument("--verify", action="store_true",
-                        help="also re-read the whole cache and compare its checksums")
-    return parser.parse_known_args(argv)

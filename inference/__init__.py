@@ -16,12 +16,25 @@ Modules: ``checkpoint`` (read and check a checkpoint, ``load_translator``),
 ``translator`` (``Translator``: model + tokenizer + saved settings),
 ``decoding`` (``DecodingConfig``, batched greedy/beam decoding drivers),
 ``ct2`` (CTranslate2 export and engine), ``translation`` (raw lines in, lines
-out; attention heatmaps), ``options`` (numeric option checks of the scripts).
+out; attention heatmaps), ``options`` (the commands' engine options and numeric
+checks; no torch).
 """
-
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_translator, read_checkpoint
-from .decoding import DecodingConfig, DecodingError, Hypothesis
-from .translator import Translator
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "DecodingConfig", "DecodingError",
            "Hypothesis", "Translator", "load_translator", "read_checkpoint"]
+
+#: public name -> its module, imported on first use (PEP 562): ``inference.options``
+#: (the commands' argument helpers) loads without torch.
+_HOMES = {"CHECKPOINT_FORMAT": "checkpoint", "CheckpointError": "checkpoint",
+          "load_translator": "checkpoint", "read_checkpoint": "checkpoint",
+          "DecodingConfig": "decoding", "DecodingError": "decoding", "Hypothesis": "decoding",
+          "Translator": "translator"}
+
+
+def __getattr__(name: str):
+    """Import ``name`` from its module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'inference' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

@@ -71,17 +71,13 @@ from data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from model.decoding import length_limits, length_penalty
 
 from .decoding import DecodingConfig, Hypothesis
-from .options import require_at_least
-from .translator import ENGINES, CheckpointError, Translator
+from .options import LENPEN_STYLES, QUANTIZATIONS
+from .translator import CheckpointError, Translator
 
 __all__ = ["CTranslate2Error", "QUANTIZATIONS", "LENPEN_STYLES", "SETTINGS_FILE",
            "TOKENIZER_FILE", "is_ctranslate2_model", "transformer_spec", "encoder_spec",
            "export_ctranslate2", "CTranslate2Translator", "load_ctranslate2"]
 
-#: Weight types ``export_ctranslate2`` accepts (``--quantization``).
-QUANTIZATIONS = ("float32", "int8", "int16", "bfloat16", "float16", "int8_float32")
-#: How the length penalty is applied with beam search (see the module docstring).
-LENPEN_STYLES = ("gnmt", "ctranslate2")
 #: The project's settings beside ``model.bin`` (decoding defaults, data settings).
 SETTINGS_FILE = "translation_settings.json"
 #: The SentencePiece model beside ``model.bin``.
@@ -510,28 +506,3 @@ def load_ctranslate2(path: str | os.PathLike, device: str | torch.device = "cpu"
     return CTranslate2Translator(None, tokenizer, settings["hparams"], settings["data_hparams"],
                                  engine=engine, path=str(path), lenpen_style=lenpen_style,
                                  settings=settings)
-
-
-def add_engine_arguments(parser) -> None:
-    """Add ``--engine``, ``--threads``, ``--compute-type`` and ``--lenpen-style``
-    to a script's ``argparse`` parser (translate.py, evaluate.py)."""
-    group = parser.add_argument_group("inference engine")
-    group.add_argument("--engine", default="auto", choices=ENGINES,
-                       help="auto: PyTorch for a .ckpt file, CTranslate2 for a directory "
-                            "written by scripts/export_ctranslate2.py")
-    group.add_argument("--threads", type=int, default=None,
-                       help="CTranslate2 CPU threads (default: torch.get_num_threads())")
-    group.add_argument("--compute-type", default="default",
-                       help="CTranslate2 compute type: default (the exported weights), int8, "
-                            "int8_float32, int16, float32 ...")
-    group.add_argument("--lenpen-style", default="gnmt", choices=LENPEN_STYLES,
-                       help="CTranslate2 beam search: gnmt re-ranks its n-best with our GNMT "
-                            "length penalty ((5+L)/6)^alpha; ctranslate2 uses its own L^alpha")
-
-
-def engine_options(parser, args) -> dict:
-    """The ``load_translator`` keyword arguments of :func:`add_engine_arguments`'s
-    options; a bad value ends the script with ``parser.error`` (exit status 2)."""
-    require_at_least(parser, args, threads=1)
-    return {"engine": args.engine, "threads": args.threads, "compute_type": args.compute_type,
-            "lenpen_style": args.lenpen_style}

@@ -1,6 +1,6 @@
 """Stage 5: decoding drivers (batches in, detokenized hypotheses out) — shared by
 validation, ``scripts/evaluate.py`` and ``scripts/translate.py``. Plain PyTorch:
-no Lightning, no metrics (those are in :mod:`training.evaluation`)."""
+no Lightning, no metrics (those are in :mod:`evaluation.metrics`)."""
 
 from __future__ import annotations
 

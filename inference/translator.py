@@ -19,10 +19,9 @@ from data.tokenizer import Tokenizer
 from .decoding import (DecodingConfig, DecodingError, Hypothesis, length_limit_problem,
                          source_batches, translate_batches)
 
-__all__ = ["CheckpointError", "ENGINES", "Translator"]
+from .options import ENGINES
 
-#: Inference engines of ``load_translator`` (``--engine``).
-ENGINES = ("auto", "pytorch", "ctranslate2")
+__all__ = ["CheckpointError", "ENGINES", "Translator"]
 
 
 class CheckpointError(ValueError):
@@ -75,7 +74,7 @@ class Translator:
         """The checkpoint's decoding settings, with ``overrides`` (None values ignored).
 
         Raises:
-            training.evaluation.DecodingError: if the length limit
+            inference.decoding.DecodingError: if the length limit
                 ``max_len_a * S + max_len_b`` would leave every output empty.
         """
         h = self.hparams

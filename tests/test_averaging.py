@@ -2,7 +2,7 @@
 
 References: the elementwise mean ``(a + b) / 2`` of the inputs' tensors; a
 model whose parameters were averaged by hand, translated with
-:func:`training.evaluation.translate`; epoch checkpoints written by a real
+:func:`inference.decoding.translate`; epoch checkpoints written by a real
 Lightning ``ModelCheckpoint`` configured as in ``configs/multi30k_tiny.yaml``.
 """
 
@@ -26,7 +26,7 @@ from model.build import build_model
 from model.config import TransformerConfig
 from training.averaging import average_checkpoints, last_checkpoints, save_checkpoint, tied_keys
 from inference.checkpoint import CheckpointError, load_translator
-from training.evaluation import translate
+from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -312,12 +312,9 @@ def test_script_refuses_to_overwrite_an_input_or_average_too_few(tokenizer, tmp_
 
 
 def _load_script():
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("scripts_average_checkpoints", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("commands.average_checkpoints")
 
 
 # ------------------------------------------------------ (f) which checkpoints

@@ -1,4 +1,4 @@
-"""Tests for model/reference.py and training/train_benchmark.py (scripts/benchmark_train.py): what makes its comparison fair, and that it runs.
+"""Tests for benchmarks/reference.py and benchmarks/train_benchmark.py (scripts/benchmark_train.py): what makes its comparison fair, and that it runs.
 
 The reference network (``torch.nn.Transformer``) with weights copied from ours
 computes the same logits (pre-LN and post-LN, ragged padding); both do the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from torch.testing import assert_close
 from torch.utils.flop_counter import FlopCounterMode
 
 from model.config import TransformerConfig
-from model.reference import ReferenceTransformer, copy_weights, training_matmul_flops
+from benchmarks.reference import ReferenceTransformer, copy_weights, training_matmul_flops
 from model.transformer import Transformer
 from training.runtime import cpu_has_fast_bf16
 
@@ -35,16 +34,7 @@ norm_placements = pytest.mark.parametrize("norm_first", [True, False],
                                           ids=["pre_norm", "post_norm"])
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("scripts_benchmark_train",
-                                                  REPO / "scripts" / "benchmark_train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+bench = importlib.import_module("commands.benchmark_train")
 
 
 def make_config(norm_first: bool, **overrides) -> TransformerConfig:

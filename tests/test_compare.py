@@ -1,5 +1,5 @@
 """Tests of the attention comparison: its three configs, the SpeedMonitor
-callback (training/callbacks.py), training/compare.py and scripts/compare_attention.py.
+callback (training/callbacks.py), benchmarks/compare.py and scripts/compare_attention.py.
 
 References: the YAML files themselves (the two Transformer configs differ only
 in ``model.config.attention``), token counts summed by hand, means and sample
@@ -29,7 +29,7 @@ from model.transformer import Transformer
 from training.callbacks import SpeedMonitor
 from inference.checkpoint import load_translator
 from training.module import TranslationModule
-from training.evaluation import tokenized_bleu
+from evaluation.metrics import tokenized_bleu
 from test_training import read_raw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,19 +38,14 @@ CONFIGS = {name: REPO / "configs" / f"compare_{name}.yaml" for name in NAMES}
 
 
 def load_script(name: str):
-    """Import ``scripts/{name}.py`` as a module (the scripts folder is no package)."""
-    path = REPO / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
+    """The command module behind ``scripts/{name}.py`` (:mod:`commands`)."""
+    return importlib.import_module(f"commands.{name}")
 
 
 @pytest.fixture(scope="module")
 def compare():
-    """The comparison machinery (``training/compare.py``) and the script's ``main``."""
-    import training.compare as machinery
+    """The comparison machinery (``benchmarks/compare.py``) and the script's ``main``."""
+    import benchmarks.compare as machinery
 
     script = load_script("compare_attention")
     return types.SimpleNamespace(**{n: getattr(machinery, n) for n in machinery.__all__},

@@ -32,7 +32,7 @@ from model.rnn import RNNConfig  # noqa: E402
 from inference.checkpoint import CheckpointError, load_translator  # noqa: E402
 from inference.ct2 import (CTranslate2Error, encoder_spec, export_ctranslate2,  # noqa: E402
                           load_ctranslate2)
-from training.evaluation import DecodingConfig  # noqa: E402
+from inference.decoding import DecodingConfig  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,13 +262,9 @@ def test_load_translator_names_a_plain_directory(tmp_path):
 def test_benchmark_decode_ctranslate2_rows(corpus, multi30k_small, tmp_path):
     """``benchmark_decode.py --ctranslate2``: one row per compute type and beam,
     beside ours; float32 greedy is ours exactly (100% same output, same BLEU)."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("benchmark_decode",
-                                                  REPO / "scripts" / "benchmark_decode.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    import commands.benchmark_decode as bench
     ckpt = write_checkpoint(corpus, tmp_path / "tiny.ckpt")
     rows = bench.main(["--ckpt", str(ckpt), "--data", str(multi30k_small), "--split",
                        "test_2016_flickr", "--beams", "1,3", "--ctranslate2", "--threads", "1",

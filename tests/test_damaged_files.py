@@ -16,15 +16,15 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import runpy
+import importlib
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import commands.export_ctranslate2 as export_command
 from conftest import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +79,7 @@ def world(multi30k_small, tmp_path_factory) -> dict[str, str]:
     (weights_only / "epochs").mkdir(parents=True)
     torch.save({**ckpt, "global_step": 9, "optimizer_states": [{}]}, weights_only / "last.ckpt")
     torch.save({**ckpt, "global_step": 8}, weights_only / "epochs" / "epoch=001.ckpt")
-    export = runpy.run_path(str(REPO / "scripts" / "export_ctranslate2.py"))
-    export["main"](["--ckpt", str(tmp / "model.ckpt"), "--out", str(tmp / "ct2")])
+    export_command.main(["--ckpt", str(tmp / "model.ckpt"), "--out", str(tmp / "ct2")])
     refs = tmp / "refs.tok.de.gz"
     with gzip.open(corpus / "val.de.gz", "rt") as f, gzip.open(refs, "wt") as out:
         out.write(f.read().lower())
@@ -172,9 +171,9 @@ def test_damaged_file_gives_one_line_and_exit_2(world, kind, target, damage_name
     try:
         before = _snapshot(Path(world["tmp"]))
         monkeypatch.chdir(world["tmp"])
-        monkeypatch.setattr(sys, "argv", [script, *[a.format(**world) for a in args]])
         with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(REPO / "scripts" / script), run_name="__main__")
+            command = importlib.import_module(f"commands.{Path(script).stem}")
+            command.run([a.format(**world) for a in args])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2, err
         assert "Traceback" not in err, err
@@ -202,9 +201,9 @@ def test_damaged_token_cache_is_rebuilt_to_identical_ids(world, tmp_path, name, 
     """The cache is derived data: prepare_data.py rebuilds it with a one-line warning,
     exit 0, to identical ids. Sizes, lengths, offsets and spm.model's checksum are
     checked on every load; changed ids (same size) by --verify, which names the file."""
-    prepare = runpy.run_path(str(REPO / "scripts" / "prepare_data.py"))
+    from commands import prepare_data as prepare
     args = ["--config", world["config"], "--data.cache_dir", str(tmp_path)]
-    manifest = prepare["main"](args)
+    manifest = prepare.main(args)
     folder = next((tmp_path / "tokenized").iterdir())
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".npy"}
     path = folder / name
@@ -212,14 +211,14 @@ def test_damaged_token_cache_is_rebuilt_to_identical_ids(world, tmp_path, name, 
     capsys.readouterr()
     if damage_name == "bytes changed" and name == "train.src.npy":
         with pytest.raises(SystemExit) as exit_info:
-            prepare["main"]([*args, "--verify"])
+            prepare.main([*args, "--verify"])
         assert exit_info.value.code == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("prepare_data.py: error:") and str(path) in line, line
         path.unlink()  # what a user then does: the cheap check sees a missing file
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="data.datamodule"):
-        rebuilt = prepare["main"](args)
+        rebuilt = prepare.main(args)
     warnings = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
     assert len(warnings) == 1 and "rebuilding it" in warnings[0] and name in warnings[0], warnings
     assert rebuilt["splits"] == manifest["splits"]

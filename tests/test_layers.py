@@ -1,5 +1,5 @@
 """The package layers: model and data at the bottom, inference (no Lightning) above
-them, then training; no import runs back up. Checked on the source (AST) and by
+them, then evaluation, training, benchmarks and commands; no import runs back up. Checked on the source (AST) and by
 translating in a process where Lightning cannot be imported."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: package -> packages of this project it may import
-ALLOWED = {"model": {"model"}, "data": {"data"}, "inference": {"model", "data", "inference"},
-           "training": {"model", "data", "inference", "training"},
-           "commands": {"model", "data", "inference", "training", "commands"}}
+LAYERS = ["model", "data", "inference", "evaluation", "training", "benchmarks", "commands"]
+ALLOWED = {"model": {"model"}, "data": {"data"},
+           **{package: set(LAYERS[:i + 1]) for i, package in enumerate(LAYERS) if i >= 2}}
 #: modules of the lower layers that may import Lightning (the data module and what builds it)
 LIGHTNING_ALLOWED = {"data/datamodule.py", "data/prepare.py"}
 
@@ -40,9 +40,75 @@ def test_no_import_runs_back_up(package):
             top = name.split(".")[0]
             if top in ALLOWED:
                 assert top in ALLOWED[package], f"{path.relative_to(REPO)} imports {name}"
-            if top == "lightning" and package in ("model", "data", "inference"):
+            if top == "lightning" and package in ("model", "data", "inference", "evaluation"):
                 assert str(path.relative_to(REPO)) in LIGHTNING_ALLOWED, \
                     f"{path.relative_to(REPO)} imports Lightning"
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Project modules ``path`` imports when it is imported (not inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = path.parent.name
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = f"{package}.{base}" if base else package
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_import_cycles():
+    """No module imports itself back, through any chain of module-level imports."""
+    modules = {_module_name(p): p for package in ALLOWED for p in (REPO / package).glob("*.py")}
+    graph = {name: {m for m in _module_level_imports(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, chain: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            assert state.get(other) != 1, " -> ".join(chain + [name, other])
+            if other not in state:
+                visit(other, chain + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+COMMANDS = sorted(p.stem for p in (REPO / "commands").glob("*.py")
+                  if p.stem not in ("__init__", "common", "train"))
+
+
+def test_help_needs_no_torch():
+    """Every command but ``train`` (LightningCLI builds its help from the classes)
+    answers ``--help`` without importing torch, Lightning or NumPy; ``--device``
+    defaults to ``auto``, resolved after parsing."""
+    code = ("import sys, io, contextlib, importlib\n"
+            f"for name in {COMMANDS!r}:\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        try:\n"
+            "            importlib.import_module('commands.' + name).run(['--help'])\n"
+            "        except SystemExit as e:\n"
+            "            assert e.code == 0, (name, e.code)\n"
+            "    assert 'usage: ' + name + '.py' in out.getvalue(), (name, out.getvalue())\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert len(COMMANDS) >= 12
 
 
 @pytest.mark.slow

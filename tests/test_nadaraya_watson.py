@@ -29,11 +29,8 @@ BANDWIDTHS = [0.1, 0.5, 1.0, 3.0]
 
 
 def load_script(name: str):
-    """Import ``scripts/{name}.py`` as a module (the scripts folder is no package)."""
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command module behind ``scripts/{name}.py`` (:mod:`commands`)."""
+    return importlib.import_module(f"commands.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +157,10 @@ def test_leave_one_out_excludes_the_point_itself():
 
 def test_parametric_training_loss_falls(examples):
     torch.manual_seed(0)
-    data = examples.toy_data()
-    net, losses = examples.fit_parametric(data["x_train"], data["y_train"], epochs=5, log=False)
+    from benchmarks.examples import fit_parametric, toy_data
+
+    data = toy_data()
+    net, losses = fit_parametric(data["x_train"], data["y_train"], epochs=5, log=False)
     assert len(losses) == 5 and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     # the learned kernel predicts the training outputs from the other points better than the

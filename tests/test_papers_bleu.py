@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-from training.evaluation import (moses_lc_norm_tok, official_tokenized_references,
+from evaluation.metrics import (moses_lc_norm_tok, official_tokenized_references,
                                  tokenized_bleu)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

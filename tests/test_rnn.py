@@ -11,7 +11,6 @@ Models are tiny (D=16, V=40) and run in eval mode with dropout 0.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -331,11 +330,10 @@ def test_rnn_under_bf16_autocast():
 # ------------------------------------------------------------------ the CLI
 @pytest.fixture(scope="module")
 def cli_class():
-    """``TranslationCLI`` from ``scripts/train.py`` (the scripts folder is no package)."""
-    spec = importlib.util.spec_from_file_location("scripts_train", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TranslationCLI
+    """``TranslationCLI`` (:mod:`training.cli`), as ``scripts/train.py`` runs it."""
+    from training.cli import TranslationCLI
+
+    return TranslationCLI
 
 
 def parse(cli_class, tmp_path, monkeypatch, *args):

@@ -9,7 +9,6 @@ place relative to it), and the trainer that ``LightningCLI`` builds from them.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -63,9 +62,8 @@ def test_cli_builds_the_trainer_in_the_new_directory(tmp_path, monkeypatch):
     """``train.py fit --config configs/multi30k_cpu.yaml --trainer.default_root_dir
     DIR``: the trainer LightningCLI builds writes checkpoints, epoch
     checkpoints, CSV and TensorBoard logs under DIR and nowhere else."""
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    import commands.train as train
+
     monkeypatch.chdir(REPO)  # the config's relative paths, as a user runs it
     exp = tmp_path / "exp2"
     cli = train.TranslationCLI(

@@ -2,7 +2,7 @@
 (train -> checkpoint -> evaluate.py -> translate.py).
 
 References: the schedule's formula, a hand-written label-smoothed cross-entropy,
-sacreBLEU recomputed here, raw corpus files, and :func:`training.evaluation.translate`
+sacreBLEU recomputed here, raw corpus files, and :func:`inference.decoding.translate`
 as the reference for what training's validation and the scripts produce.
 """
 
@@ -36,7 +36,8 @@ from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
 from model.config import TransformerConfig
 from inference.checkpoint import CheckpointError, load_translator
-from training.evaluation import corpus_scores, moses_lc_norm_tok, translate
+from evaluation.metrics import corpus_scores, moses_lc_norm_tok
+from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule, lr_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,11 +45,9 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def load_script(name: str):
-    """Import ``scripts/{name}.py`` as a module (the scripts folder is no package)."""
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command module behind ``scripts/{name}.py`` (:mod:`commands`): tests call its
+    ``main(argv)`` or ``run(argv)``."""
+    return importlib.import_module(f"commands.{name}")
 
 
 def read_raw(directory: Path, split: str, lang: str) -> list[str]:

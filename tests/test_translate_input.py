@@ -8,7 +8,7 @@ arguments that are not UTF-8.
 
 References: the input's line count as ``wc -l`` counts "\\n" (plus an
 unterminated last line), computed here from the bytes; and
-:func:`training.evaluation.translate` on the same lines, decoded here with
+:func:`inference.decoding.translate` on the same lines, decoded here with
 ``bytes.decode(errors="replace")``, as the expected translation of every line
 with something to translate (SentencePiece yields at least one piece).
 """
@@ -33,7 +33,7 @@ from data.batching import ParallelDataset, collate_batch
 from data.tokenizer import EOS_ID, UNK_ID, train_tokenizer
 from model.config import TransformerConfig
 from inference.checkpoint import Translator, load_translator
-from training.evaluation import translate
+from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 
 REPO = Path(__file__).resolve().parents[1]

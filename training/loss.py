@@ -30,7 +30,6 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                 ignore_index: int) -> torch.Tensor:
         z = logits if logits.dtype == torch.float64 else logits.float()  # (N, V)
-        num_classes = z.shape[-1]
         keep = target != ignore_index                                 # (N,)
         safe_target = torch.where(keep, target, torch.zeros_like(target))
         probs = torch.softmax(z, dim=-1)                              # (N, V)

@@ -8,113 +8,30 @@ checkpoint (model config and SentencePiece model inside).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from data.tokenizer import PAD_ID, Tokenizer
+from evaluation.metrics import corpus_scores
 from inference.checkpoint import CHECKPOINT_FORMAT
+from inference.decoding import DecodingConfig, decode_batch, length_limit_problem
 from model.build import build_model, config_from_dict
 from model.config import ConfigError, TransformerConfig
 from model.rnn import RNNConfig
 
-from .evaluation import DecodingConfig, corpus_scores, decode_batch, length_limit_problem
+from .callbacks import MaxTimeReport, NonFiniteLossError, NonFiniteLossGuard, trainer_timer
 from .loss import label_smoothed_cross_entropy
+from .schedule import LearningRateSchedule, inverse_sqrt_schedule, lr_multiplier, \
+    time_budget_step
 
 __all__ = ["TranslationModule", "NonFiniteLossError", "inverse_sqrt_schedule", "lr_multiplier",
            "gather_hypotheses", "rng_states", "set_rng_states", "CHECKPOINT_FORMAT"]
-
-#: How far (as a fraction of the run) the clock must be ahead of the step
-#: count before ``lr_time_budget`` moves the schedule by time.
-TIME_BUDGET_MARGIN = 0.02
-
-
-def inverse_sqrt_schedule(step: int, warmup_steps: int) -> float:
-    """Learning-rate multiplier: linear warmup to 1, then ``sqrt(warmup / step)``.
-
-    ``step`` counts optimizer updates from 0; the multiplier of update ``s``
-    is ``min((s + 1) / w, sqrt(w / (s + 1)))``.
-
-    Source: Vaswani et al. 2017, eq. 3 (peak-normalised, as fairseq's
-    ``inverse_sqrt``).
-    """
-    step = step + 1
-    warmup_steps = max(1, warmup_steps)
-    return min(step / warmup_steps, math.sqrt(warmup_steps / step))
-
-
-def lr_multiplier(step: int, warmup_steps: int, cooldown_steps: int = 0,
-                  total_steps: int | None = None) -> float:
-    """Learning-rate multiplier of update ``step`` (from 0): warmup + inverse
-    square root, optionally followed by a linear cooldown to 0.
-
-    Without a cooldown this is :func:`inverse_sqrt_schedule`. With
-    ``cooldown_steps = C > 0`` and ``total_steps = N``, the last ``C`` updates
-    scale the inverse-square-root value reached at update ``N - C`` linearly
-    down to 0 at update ``N`` (the "trapezoidal"/WSD-style anneal; an
-    inverse-square-root schedule alone ends far above 0, at
-    ``sqrt(warmup / N)`` of the peak). ``cooldown_steps = -1`` means every
-    update after warmup, ``C = N - warmup_steps``: linear warmup, then linear
-    decay from the peak to 0 at update ``N`` ("linear decay to zero"), which
-    follows ``total_steps`` when it changes.
-
-    Raises:
-        model.config.ConfigError: if a cooldown is asked for without ``total_steps``, is
-            longer than ``total_steps - warmup_steps``, or is negative other than -1.
-
-    Source: Vaswani et al. 2017, eq. 3; Hägele et al. 2024, "Scaling Laws and
-    Compute-Optimal Training Beyond Fixed Training Durations" (linear cooldown).
-    """
-    cooldown_steps = cooldown_length(cooldown_steps, warmup_steps, total_steps)
-    if cooldown_steps == 0:
-        return inverse_sqrt_schedule(step, warmup_steps)
-    start = total_steps - cooldown_steps
-    if step < start:
-        return inverse_sqrt_schedule(step, warmup_steps)
-    level = inverse_sqrt_schedule(max(start - 1, 0), warmup_steps)  # start 0: no warmup
-    return level * max(0.0, (total_steps - step) / cooldown_steps)
-
-
-def cooldown_length(cooldown_steps: int, warmup_steps: int, total_steps: int | None) -> int:
-    """How many final updates the linear cooldown of :func:`lr_multiplier` spans:
-    ``cooldown_steps`` itself, 0 for none, or ``total_steps - warmup_steps`` for -1.
-
-    Raises:
-        model.config.ConfigError: as :func:`lr_multiplier`.
-    """
-    if cooldown_steps < -1:
-        raise ConfigError(f"model.cooldown_steps={cooldown_steps} must be >= 0, or -1 for a "
-                          f"decay over every update after warmup")
-    if cooldown_steps == 0:
-        return 0
-    if total_steps is None or total_steps <= 0:
-        raise ConfigError(f"model.cooldown_steps={cooldown_steps} needs a known number of "
-                         f"updates: set trainer.max_steps")
-    if cooldown_steps == -1:
-        if total_steps <= warmup_steps:
-            raise ConfigError(f"model.cooldown_steps=-1 decays after model.warmup_steps="
-                              f"{warmup_steps}, but trainer.max_steps={total_steps} ends "
-                              f"before that; raise trainer.max_steps or lower the warmup")
-        cooldown_steps = total_steps - warmup_steps
-    if cooldown_steps > total_steps - warmup_steps:
-        raise ConfigError(f"model.cooldown_steps={cooldown_steps} is longer than the "
-                         f"{total_steps - warmup_steps} updates after model.warmup_steps="
-                         f"{warmup_steps} (trainer.max_steps={total_steps}); lower it")
-    return cooldown_steps
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the message names the step and
-    the last good checkpoint to resume from."""
-
 
 def rng_states() -> dict:
     """Every random generator training draws from, as plain tensors and tuples
@@ -167,11 +84,12 @@ def gather_hypotheses(hyps: dict[int, str]) -> dict[int, str]:
     return merged
 
 
-def _check_hyperparameters(lr: float, warmup_steps: int, cooldown_steps: int,
-                           label_smoothing: float, betas: tuple, eps: float, weight_decay: float,
-                           max_len_a: float, max_len_b: int, beam_size: int,
-                           length_penalty: float, nonfinite_loss: str) -> None:
-    """One clear error for a ``model.*`` setting that cannot work, before training starts.
+def check_settings(lr: float, warmup_steps: int, cooldown_steps: int, label_smoothing: float,
+                   betas: tuple, eps: float, weight_decay: float, max_len_a: float,
+                   max_len_b: int, beam_size: int, length_penalty: float, **_) -> None:
+    """One clear error for a ``model.*`` setting that cannot work, checked once when
+    the module is built (what needs ``trainer.max_steps`` is checked when the
+    schedule is built, before update 0; ``nonfinite_loss`` by its guard).
 
     Raises:
         model.config.ConfigError: naming the key, its value and the fix.
@@ -189,8 +107,6 @@ def _check_hyperparameters(lr: float, warmup_steps: int, cooldown_steps: int,
         (weight_decay < 0, f"model.weight_decay={weight_decay} must be >= 0"),
         (beam_size < 1, f"model.beam_size={beam_size} must be at least 1 (1 is greedy)"),
         (not length_penalty >= 0, f"model.length_penalty={length_penalty} must be >= 0"),
-        (nonfinite_loss not in ("stop", "skip"),
-         f"model.nonfinite_loss={nonfinite_loss!r} is unknown; use 'stop' or 'skip'"),
     ]
     for bad, message in problems:
         if bad:
@@ -243,13 +159,16 @@ class TranslationModule(L.LightningModule):
         nonfinite_loss: what a NaN or infinite training loss or gradient
             norm does, checked before the optimizer step: ``"stop"`` raises
             :class:`NonFiniteLossError` naming the step and the last good
-            checkpoint (the bad update is never applied or saved); ``"skip"``
-            warns and leaves the weights and optimizer state of that update
-            untouched (the learning-rate schedule still advances). Under DDP
-            gradients are averaged first, so every process decides the same.
+            checkpoint; ``"skip"`` leaves that update out
+            (:class:`training.callbacks.NonFiniteLossGuard`).
+
+    The module adds two callbacks of its own (``configure_callbacks``): the
+    non-finite guard and :class:`training.callbacks.MaxTimeReport`. The
+    learning-rate schedule is :class:`training.schedule.LearningRateSchedule`.
 
     Raises:
-        ValueError: for an unknown ``nonfinite_loss`` or conflicting configs.
+        model.config.ConfigError: for a setting that cannot work (one line naming it).
+        ValueError: for conflicting configs.
         NonFiniteLossError: during training, see ``nonfinite_loss``.
 
     Shapes:
@@ -267,12 +186,13 @@ class TranslationModule(L.LightningModule):
                  weight_decay: float = 0.0, max_len_a: float = 1.2, max_len_b: int = 10,
                  beam_size: int = 1, length_penalty: float = 1.0,
                  nonfinite_loss: str = "stop"):
+        # The training settings, as named in the signature (and saved in checkpoints).
+        settings = {name: value for name, value in locals().items()
+                    if name not in ("self", "__class__", "config", "rnn", "vocab_size")}
+        settings["betas"] = tuple(betas)
         super().__init__()
-        _check_hyperparameters(lr=lr, warmup_steps=warmup_steps, cooldown_steps=cooldown_steps,
-                               label_smoothing=label_smoothing, betas=tuple(betas), eps=eps,
-                               weight_decay=weight_decay, max_len_a=max_len_a,
-                               max_len_b=max_len_b, beam_size=beam_size,
-                               length_penalty=length_penalty, nonfinite_loss=nonfinite_loss)
+        check_settings(**settings)
+        self._nonfinite_guard = NonFiniteLossGuard(nonfinite_loss)
         if rnn is not None:
             if config is not None:
                 raise ValueError(
@@ -288,22 +208,23 @@ class TranslationModule(L.LightningModule):
             overrides["vocab_size"] = vocab_size
         config = replace(config, **overrides)
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters({
-            "config": asdict(config), "label_smoothing": label_smoothing, "lr": lr,
-            "warmup_steps": warmup_steps, "cooldown_steps": cooldown_steps,
-            "lr_time_budget": lr_time_budget, "betas": tuple(betas), "eps": eps,
-            "weight_decay": weight_decay, "max_len_a": max_len_a, "max_len_b": max_len_b,
-            "beam_size": beam_size, "length_penalty": length_penalty,
-            "nonfinite_loss": nonfinite_loss})
+        self.save_hyperparameters({"config": asdict(config), **settings})
         self.decoding = DecodingConfig(beam_size=beam_size, alpha=length_penalty,
                                        max_len_a=max_len_a, max_len_b=max_len_b)
         self.config = config
         self.model = build_model(config)
         self.tokenizer: Tokenizer | None = None
         self._val_hyps: dict[int, str] = {}
-        self._step_loss: torch.Tensor | None = None  # this update's loss, checked with its gradients
-        self.skipped_batches = 0
-        self._epoch_running: int | None = None  # set in on_train_epoch_start (max_time message)
+
+    @property
+    def skipped_batches(self) -> int:
+        """Updates left out for a non-finite loss (``nonfinite_loss="skip"``)."""
+        return self._nonfinite_guard.skipped_batches
+
+    def configure_callbacks(self) -> list:
+        """The non-finite guard and the ``max_time`` report, in every run of this
+        module, whatever the config lists (saved configs of older runs too)."""
+        return [self._nonfinite_guard, MaxTimeReport()]
 
     # -------------------------------------------------------------- plumbing
     def setup(self, stage: str) -> None:
@@ -361,58 +282,8 @@ class TranslationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self.loss(batch)
-        self._step_loss = loss.detach()
         self.log("train_loss", loss, prog_bar=True, batch_size=int(batch["src"].shape[0]))
         return loss
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
-                                    gradient_clip_algorithm=None) -> None:
-        """Clip the global gradient norm (``trainer.gradient_clip_val``) and, before
-        the optimizer applies anything, act on a non-finite loss or gradient norm
-        as ``nonfinite_loss`` says. One host sync per update (the progress bar
-        reads the loss every step anyway). With a loss scaler (16-mixed), whose
-        job it is to skip overflowing steps, Lightning's own clipping runs."""
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None or \
-                gradient_clip_algorithm not in (None, "norm"):
-            super().configure_gradient_clipping(optimizer, gradient_clip_val,
-                                                gradient_clip_algorithm)
-            return
-        params = [p for group in optimizer.param_groups for p in group["params"]
-                  if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val or float("inf"))
-        loss = norm if self._step_loss is None else self._step_loss
-        if bool(torch.isfinite(norm) & torch.isfinite(loss)):
-            return
-        what = "loss" if not torch.isfinite(loss) else "gradient norm"
-        where = (f"non-finite training {what} (loss {loss.item()}, gradient norm {norm.item()}) "
-                 f"at global step {self.global_step} (epoch {self.current_epoch})")
-        if self.hparams.nonfinite_loss == "skip":
-            for p in params:
-                p.grad = None  # the optimizer leaves parameters without gradients untouched
-            self.skipped_batches += 1
-            rank_zero_warn(f"{where}: skipped this batch's update "
-                           f"(model.nonfinite_loss=skip; {self.skipped_batches} skipped so far)")
-            return
-        raise NonFiniteLossError(f"{where}; stopped before the update, nothing saved after it. "
-                                 f"{self._last_good_checkpoint()} Lower model.lr, raise "
-                                 f"model.warmup_steps, train with --trainer.precision 32-true, "
-                                 f"or set model.nonfinite_loss=skip to skip such batches")
-
-    def _last_good_checkpoint(self) -> str:
-        """Sentence naming the newest checkpoint this run wrote, and its step."""
-        paths = {path for callback in self.trainer.checkpoint_callbacks
-                 if getattr(callback, "dirpath", None)
-                 for path in Path(callback.dirpath).glob("*.ckpt")}
-        if not paths:
-            return "No checkpoint was written before it, so nothing to resume from."
-        newest = max(paths, key=lambda p: p.stat().st_mtime_ns)
-        try:
-            step = torch.load(newest, map_location="cpu", weights_only=True)["global_step"]
-            at = f" (global step {step})"
-        except Exception:  # noqa: BLE001 - the message is best effort
-            at = ""
-        return (f"The last good checkpoint is {newest}{at}; resume from it with "
-                f"--ckpt_path {newest}.")
 
     def configure_optimizers(self):
         params_decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
@@ -421,26 +292,17 @@ class TranslationModule(L.LightningModule):
             [{"params": params_decay, "weight_decay": self.hparams.weight_decay},
              {"params": params_no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
-        warmup = self.hparams.warmup_steps
         # Without a Trainer (a bare training loop, the benchmarks) the run length
-        # is unknown, so there is no cooldown.
+        # is unknown, so there is no cooldown. Built (and checked) once, here.
         cooldown = self.hparams.get("cooldown_steps", 0) if self._trainer is not None else 0
         total = None
-        if cooldown != 0:
-            total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
-            lr_multiplier(0, warmup, cooldown, total)  # a bad combination fails before step 0
+        if cooldown != 0 and self.trainer.max_steps > 0:
+            total = self.trainer.max_steps
+        schedule = LearningRateSchedule(self.hparams.warmup_steps, cooldown, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_multiplier(self.schedule_step(step), warmup, cooldown,
-                                                  total))
+            optimizer, lambda step: schedule(self.schedule_step(step)))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _timer(self):
-        trainer = self._trainer
-        if trainer is None:
-            return None
-        timers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)]
-        return timers[0] if timers else None
 
     def schedule_step(self, step: int) -> float:
         """Where update ``step`` is in the learning-rate schedule: ``step`` itself,
@@ -448,51 +310,14 @@ class TranslationModule(L.LightningModule):
         ``elapsed / max_time * max_steps`` (see the class docstring)."""
         if not self.hparams.get("lr_time_budget") or self._trainer is None:
             return step
-        trainer, timer = self.trainer, self._timer()
+        trainer, timer = self.trainer, trainer_timer(self.trainer)
         if timer is None or timer.time_remaining() is None or trainer.max_steps <= 0 \
                 or trainer.world_size > 1 or step < self.hparams.warmup_steps:
             return step
-        total = trainer.max_steps
-        if trainer.estimated_stepping_batches < total:  # max_epochs ends the run first
+        if trainer.estimated_stepping_batches < trainer.max_steps:  # max_epochs ends it first
             return step
-        time_fraction = timer.time_elapsed() / (timer.time_elapsed() + timer.time_remaining())
-        # Only once the clock is clearly ahead of the steps (a machine that fits
-        # the budget keeps the step schedule exactly, and stays deterministic).
-        if time_fraction <= step / total + TIME_BUDGET_MARGIN:
-            return step
-        return max(step, time_fraction * total)
-
-    def on_train_epoch_start(self) -> None:
-        # Remembered for the max_time message: Lightning has already counted
-        # a cut epoch as done (current_epoch + 1) by the time on_train_end runs.
-        self._epoch_running = self.current_epoch
-
-    def on_train_end(self) -> None:
-        """Say so when ``trainer.max_time`` ended training before its budget: the
-        epoch it cut, counted from 1 (the progress bar's ``Epoch`` counts from 0),
-        the global step and the budget."""
-        trainer, timer = self.trainer, self._timer()
-        if timer is None or timer.time_remaining() is None or timer.time_remaining() > 0:
-            return
-        max_steps, step = trainer.max_steps, self.global_step
-        if max_steps > 0 and step >= max_steps:
-            return
-        budget = f" of max_steps={max_steps}" if max_steps > 0 else ""
-        cooldown = self.hparams.get("cooldown_steps", 0)
-        annealed = ""
-        if self.hparams.get("lr_time_budget") and trainer.world_size == 1:
-            annealed = " model.lr_time_budget fitted the schedule into the time;"
-        elif cooldown != 0 and max_steps > 0:
-            cooldown = cooldown_length(cooldown, self.hparams.warmup_steps, max_steps)
-            annealed = (" the learning-rate cooldown never started;" if step < max_steps - cooldown
-                        else " the learning-rate cooldown did not reach 0;")
-        epoch = self.current_epoch if self._epoch_running is None else self._epoch_running
-        rank_zero_warn(f"trainer.max_time stopped training in epoch {epoch + 1} at "
-                       f"global step {step}{budget} ({timer.time_elapsed():.0f} s of "
-                       f"training; epochs counted from 1, the progress bar's 'Epoch {epoch}');"
-                       f"{annealed} the time ran out before the training budget "
-                       f"(max_steps or max_epochs). "
-                       f"Raise trainer.max_time to train the whole budget")
+        return time_budget_step(step, trainer.max_steps, timer.time_elapsed(),
+                                timer.time_remaining())
 
     # ------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

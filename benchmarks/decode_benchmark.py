@@ -12,11 +12,12 @@ import tempfile
 
 import torch
 
+from evaluation.metrics import corpus_scores
 from inference.checkpoint import load_translator
+from inference.decoding import decode_batch, source_batches, translate_batches
 from inference.ct2 import export_ctranslate2, load_ctranslate2
 
-from .benchmarking import timed
-from .evaluation import corpus_scores, decode_batch, source_batches, translate_batches
+from .timing import timed
 
 __all__ = ["run_decode_benchmark", "format_rows"]
 

@@ -1,7 +1,7 @@
 """The attention comparison's results and report: the per-run record
 (:class:`RunResult`), paired bootstrap significance (sacreBLEU's ``paired_bs``),
 aggregation over seeds, the equal-wall-time view, plots and ``report.md``.
-:mod:`training.compare` runs the comparison and calls :func:`write_report`.
+:mod:`benchmarks.compare` runs the comparison and calls :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from evaluation.significance import paired_bootstrap  # noqa: E402
 
 __all__ = ["COLUMNS", "CSV_FIELDS", "NOT_RUN", "RunResult", "aggregate", "equal_time",
            "paired_bootstrap", "plot_curves", "significance", "write_report"]
@@ -63,10 +65,10 @@ class RunResult:
         best_step: update of the best validation BLEU (``best.ckpt``).
         val_bleu, val_chrf: the best validation BLEU and the chrF of that validation.
         val_bleu_lc_norm_tok: ``best.ckpt`` on the validation split (greedy),
-            scored as Multi30k papers score (:func:`training.evaluation.tokenized_bleu`).
+            scored as Multi30k papers score (:func:`evaluation.metrics.tokenized_bleu`).
         test_bleu, test_chrf: ``best.ckpt`` on the test split, greedy decoding.
         test_bleu_lc_norm_tok: the same hypotheses scored as Multi30k papers
-            score them (:func:`training.evaluation.tokenized_bleu`).
+            score them (:func:`evaluation.metrics.tokenized_bleu`).
         train_loss: ``(step, loss)`` as logged.
         validations: ``(step, wall_time, val_bleu)`` per validation.
         test_hypotheses, test_references: files of the test outputs and raw
@@ -104,30 +106,6 @@ class RunResult:
 # ------------------------------------------------------------- significance
 def _lines(path: str) -> list[str]:
     return Path(path).read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def paired_bootstrap(baseline: list[str], system: list[str], references: list[str],
-                     n_samples: int = 1000) -> dict:
-    """sacreBLEU's paired bootstrap resampling (``paired_bs``) of ``system``
-    against ``baseline`` on the same ``references``, cased BLEU.
-
-    Returns:
-        ``{"baseline_bleu", "system_bleu", "p_value", "signature"}``: the p-value
-        of the null hypothesis that the system is no better or worse than the
-        baseline (sacreBLEU's, two-sided as it computes it).
-
-    Source: Koehn 2004, "Statistical Significance Tests for Machine
-    Translation Evaluation"; sacreBLEU's ``--paired-bs`` (``sacrebleu.significance``).
-    """
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    signatures, scores = PairedTest([("baseline", baseline), ("system", system)],
-                                    {"BLEU": BLEU()}, [references], test_type="bs",
-                                    n_samples=n_samples)()
-    base, other = scores["BLEU"]
-    return {"baseline_bleu": float(base.score), "system_bleu": float(other.score),
-            "p_value": float(other.p_value), "signature": str(signatures["BLEU"])}
 
 
 def significance(results: list[RunResult], n_samples: int = 1000) -> list[dict]:

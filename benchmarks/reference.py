@@ -3,7 +3,7 @@
 dropouts and LayerNorm placement, started from a copy of our weights, and the
 matrix-multiply FLOP count of a training step.
 
-Used by ``scripts/benchmark_train.py`` (through :mod:`training.train_benchmark`);
+Used by ``scripts/benchmark_train.py`` (through :mod:`benchmarks.train_benchmark`);
 ``tests/test_benchmark_train.py`` checks that it computes our function.
 
 Source: ``torch.nn.Transformer`` (PyTorch); Vaswani et al. 2017.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import TransformerConfig
-from .transformer import Transformer
+from model.config import TransformerConfig
+from model.transformer import Transformer
 
 __all__ = ["ReferenceTransformer", "copy_weights", "sinusoidal_positions",
            "training_matmul_flops"]

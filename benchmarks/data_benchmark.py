@@ -130,7 +130,7 @@ def run_sizes(source: str, copies: list[int], data: dict, batches: int, sample_e
             spec = json.dumps({"corpus": str(corpus), "cache_dir": str(cache), "data": data,
                                "batches": batches, "sample_epoch": sample_epoch})
             proc = subprocess.run(
-                [sys.executable, "-m", "training.data_benchmark", spec],
+                [sys.executable, "-m", "benchmarks.data_benchmark", spec],
                 capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
             if proc.returncode != 0:
                 raise RuntimeError(f"size x{k} failed:\n{proc.stderr[-4000:]}")

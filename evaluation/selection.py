@@ -15,9 +15,9 @@ import torch
 
 from data.corpus import CorpusError
 from inference.checkpoint import Translator, load_translator
+from inference.decoding import DecodingConfig
 
-from .evaluation import DecodingConfig, corpus_scores, official_tokenized_references, \
-    tokenized_bleu
+from .metrics import corpus_scores, official_tokenized_references, tokenized_bleu
 
 __all__ = ["evaluate_translator", "select_on_split"]
 
@@ -32,9 +32,9 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
     """Translate a split of the checkpoint's corpus and score it.
 
     Scores: cased detokenized sacreBLEU and chrF with signatures (the
-    headline numbers, :func:`training.evaluation.corpus_scores`) and the
+    headline numbers, :func:`evaluation.metrics.corpus_scores`) and the
     papers' lowercased/normalized/tokenized BLEU
-    (:func:`training.evaluation.tokenized_bleu`) against ``tok_refs``: a
+    (:func:`evaluation.metrics.tokenized_bleu`) against ``tok_refs``: a
     tokenized reference file, ``"raw"`` to tokenize the raw references here,
     or None to use the official ``{split}.lc.norm.tok.{lang}.gz`` beside the
     corpus when there is one. ``resolve`` maps the checkpoint's saved

@@ -18,18 +18,11 @@ from torch._C._profiler import _EventType
 
 from model.attention import MultiHeadAttention
 
-from .benchmarking import synchronize
+from .names import REFERENCE, VARIANTS
+from .timing import synchronize
 
 __all__ = ["VARIANTS", "REFERENCE", "benchmark", "print_table", "peak_bytes"]
 
-VARIANTS = {
-    "dot": ("dot", True, None),
-    "dot-fused": ("dot", False, None),
-    "additive": ("additive", True, "auto"),
-    "additive-chunked": ("additive", True, "chunked"),
-    "additive-naive": ("additive", True, "naive"),
-}
-REFERENCE = "dot"
 MiB = 2 ** 20
 
 

@@ -1,6 +1,6 @@
 """The attention comparison: runs (a ``scripts/train.py`` subprocess per
 config and seed), their metrics and saved results; aggregation, significance,
-plots and the report are in :mod:`training.compare_report` (re-exported here). ``scripts/compare_attention.py`` is its command line; its docstring
+plots and the report are in :mod:`benchmarks.compare_report` (re-exported here). ``scripts/compare_attention.py`` is its command line; its docstring
 describes the outputs and budgets.
 """
 
@@ -31,13 +31,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from data.files import read_json  # noqa: E402
+from evaluation.selection import evaluate_translator  # noqa: E402
 from inference.checkpoint import load_translator  # noqa: E402
 from inference.translation import plot_cross_attention  # noqa: E402
 
 from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E402, F401
                              aggregate, equal_time, paired_bootstrap, plot_curves,
                              significance, write_report)
-from .selection import evaluate_translator  # noqa: E402
+from .names import DEFAULT_CONFIGS  # noqa: E402
+
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
@@ -45,8 +47,6 @@ __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIGS = [REPO / "configs" / f"compare_{name}.yaml"
-                   for name in ("transformer_dot", "transformer_additive", "rnn")]
 SPEED_MONITOR = "training.callbacks.SpeedMonitor"
 #: Status of a run that ``--report-only`` found unfinished.
 # ------------------------------------------------------------------ running
@@ -187,7 +187,7 @@ def evaluate_test(ckpt: Path, device: str, out_dir: Path) -> tuple[dict, int]:
     attention heatmap written to ``out_dir``), and its papers' BLEU on val.
 
     Returns:
-        :func:`training.selection.evaluate_translator`'s scores (cased BLEU,
+        :func:`evaluation.selection.evaluate_translator`'s scores (cased BLEU,
         chrF and the papers' tokenized BLEU) and the parameter count.
     """
     translator = load_translator(ckpt, device)

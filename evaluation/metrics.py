@@ -1,7 +1,6 @@
 """Stage 6: score with sacreBLEU (cased BLEU, chrF) and the Multi30k papers' BLEU.
 
-The decoding drivers live in :mod:`inference.decoding` and are re-exported here
-for the modules that import them from this one.
+The decoding drivers that produce the hypotheses are in :mod:`inference.decoding`.
 """
 
 from __future__ import annotations
@@ -13,13 +12,8 @@ from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
 from data.corpus import read_lines
 from data.reading import column
-from inference.decoding import (DecodingConfig, DecodingError, Hypothesis, decode_batch,
-                                length_limit_problem, source_batches, translate,
-                                translate_batches)
 
-__all__ = ["DecodingConfig", "DecodingError", "length_limit_problem", "Hypothesis", "decode_batch",
-           "translate_batches", "translate", "corpus_scores", "source_batches",
-           "moses_lc_norm_tok", "tokenized_bleu", "official_tokenized_references",
+__all__ = ["corpus_scores", "moses_lc_norm_tok", "tokenized_bleu", "official_tokenized_references",
            "TOKENIZED_BLEU_NAME"]
 
 #: How the second, literature-comparable score is named in metrics and reports.

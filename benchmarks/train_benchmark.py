@@ -1,4 +1,4 @@
-"""The training-speed benchmark: our Transformer against :class:`model.reference.ReferenceTransformer`
+"""The training-speed benchmark: our Transformer against :class:`benchmarks.reference.ReferenceTransformer`
 (``torch.nn.Transformer``), bare training steps and ``Trainer.fit``, tokens/s,
 model FLOPs, MFU and step memory. ``scripts/benchmark_train.py`` is its
 command line; its docstring describes the method.
@@ -23,10 +23,10 @@ import yaml
 
 from data.files import yaml_damage
 from model.build import config_from_dict
-from model.reference import ReferenceTransformer, copy_weights, training_matmul_flops
+from training.runtime import resolve_cpu_precision
 
-from .benchmarking import synchronize
-from .runtime import resolve_cpu_precision
+from .reference import ReferenceTransformer, copy_weights, training_matmul_flops
+from .timing import synchronize
 
 __all__ = ["run_benchmark", "load_run_config", "make_module", "measure_step_memory",
            "profile_steps"]
