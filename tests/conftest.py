@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+
+
+def load_script(name: str):
+    """The command module behind ``scripts/{name}.py`` (:mod:`commands`): tests call
+    its ``main(argv)`` (the work) or ``run(argv)`` (with the one-line errors)."""
+    return importlib.import_module(f"commands.{name}")
+
+
+def read_raw(directory: Path, split: str, lang: str) -> list[str]:
+    """The lines of ``{split}.{lang}`` or ``{split}.{lang}.gz`` in ``directory``."""
+    plain = directory / f"{split}.{lang}"
+    opener = open(plain, encoding="utf-8") if plain.is_file() else \
+        gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8")
+    with opener as f:
+        return [line.rstrip("\n") for line in f]
 
 
 def _head(path: Path, n: int) -> list[str]:

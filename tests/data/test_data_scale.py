@@ -34,7 +34,7 @@ from data.corpus import CorpusError, load_parallel_corpus
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 WMT_CONFIG = REPO / "configs" / "wmt14_en_de.yaml"
 
@@ -59,6 +59,7 @@ def multi30k_3k(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_cache_ids_and_tokenizer_identical_to_whole_list_pipeline(multi30k_3k, tmp_path):
     """The streamed, chunked pipeline gives the bytes and ids of the one it replaced:
     SentencePiece trained on one list (sources, then targets), every split encoded
@@ -170,6 +171,7 @@ def corpus_20k(multi30k_small, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_no_stage_reads_rows_one_at_a_time(corpus_20k, tmp_path, monkeypatch, caplog):
     spy = RowSpy(monkeypatch)
     with caplog.at_level(logging.WARNING):
@@ -198,6 +200,7 @@ def test_no_stage_reads_rows_one_at_a_time(corpus_20k, tmp_path, monkeypatch, ca
     assert spy.rows == 60
 
 
+@pytest.mark.slow
 def test_tokenizer_trains_on_a_seeded_sample_of_a_large_split(corpus_20k, tmp_path, monkeypatch):
     """data.spm_input_sentences caps what SentencePiece is given: a seeded uniform
     sample of the 39,980 training sentences (sources and targets), the same every run."""
@@ -252,7 +255,7 @@ def test_multi_node_run_without_cache_is_refused(multi30k_small, tmp_path):
 
 def test_prepare_command_builds_what_training_reads(multi30k_small, tmp_path, monkeypatch,
                                                     capsys):
-    from test_training import load_script
+    from conftest import load_script
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"trainer": {"accelerator": "gpu"}, "model": {},
@@ -300,7 +303,7 @@ def test_wmt14_config_data_path_and_two_updates(multi30k_small, tmp_path, monkey
     """The WMT14 config on a corpus shaped like ``wmt/wmt14`` (config ``de-en``: a
     ``translation`` column with ``de``/``en``; splits train/validation/test):
     prepare and set up through the hub path, then two Transformer-base updates on the CPU."""
-    from test_training import load_script
+    from conftest import load_script
 
     shipped = yaml.safe_load(WMT_CONFIG.read_text())
     assert shipped["data"]["source"] == "wmt/wmt14" and shipped["data"]["hub_config"] == "de-en"

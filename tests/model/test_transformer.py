@@ -329,6 +329,7 @@ def decoding_model(attention, norm_first, max_len):
 @attention_types
 @norm_placements
 @length_limits
+@pytest.mark.slow
 def test_greedy_decode_matches_one_sentence_at_a_time(attention, norm_first,
                                                       max_len_a, max_len_b, max_len):
     model = decoding_model(attention, norm_first, max_len)
@@ -354,6 +355,7 @@ def test_greedy_decode_matches_one_sentence_at_a_time(attention, norm_first,
 @attention_types
 @norm_placements
 @length_limits
+@pytest.mark.slow
 def test_greedy_decode_respects_length_limits(attention, norm_first,
                                               max_len_a, max_len_b, max_len):
     model = decoding_model(attention, norm_first, max_len)

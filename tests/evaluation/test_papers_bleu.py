@@ -13,7 +13,7 @@ import sacrebleu
 from evaluation.metrics import (moses_lc_norm_tok, official_tokenized_references,
                                  tokenized_bleu)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 RAW, TOK = SHARED / "multi30k", SHARED / "multi30k-tok"
 
 

@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from conftest import recipe_callbacks
-from test_training import load_script
+from conftest import load_script
 from training.averaging import last_checkpoints
 from training.module import lr_multiplier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "multi30k_tiny.yaml"
 SIZES = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
          "num_enc_blks": 1, "num_dec_blks": 1}

@@ -36,7 +36,7 @@ from inference.checkpoint import Translator, load_translator
 from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "translate.py"
 TINY = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
         "num_enc_blks": 1, "num_dec_blks": 1}
@@ -143,6 +143,7 @@ def translator(checkpoint) -> Translator:
 
 
 # ------------------------------------------------------------------ tests
+@pytest.mark.slow
 def test_checkpoint_is_the_projects_format(checkpoint, translator):
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["format"] == CHECKPOINT_FORMAT
@@ -151,6 +152,7 @@ def test_checkpoint_is_the_projects_format(checkpoint, translator):
 
 
 @pytest.mark.parametrize("how", ["stdin", "input"])
+@pytest.mark.slow
 def test_text_with_bad_lines(checkpoint, translator, tmp_path, how):
     """Control characters, unseen scripts, blank lines and a 10,000-character
     line, over four chunks of ``--batch-size 4``: one output line per "\\n"
@@ -184,6 +186,7 @@ def test_text_with_bad_lines(checkpoint, translator, tmp_path, how):
 
 
 @pytest.mark.parametrize("how, terminated", [("stdin", False), ("input", True)])
+@pytest.mark.slow
 def test_binary_input(checkpoint, translator, tmp_path, how, terminated):
     """Random bytes (NUL, CR, invalid UTF-8): exit 0, one output line per "\\n"
     line, one encoding warning naming the first undecodable line, and the
@@ -220,6 +223,7 @@ def is_utf8(raw: bytes) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_arguments_that_are_not_utf8(checkpoint, translator):
     """Sentences on the command line in another encoding (Latin-1 bytes) are
     decoded with replacements, with a warning, instead of crashing SentencePiece."""

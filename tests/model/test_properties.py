@@ -65,6 +65,7 @@ def row_valid_len(valid_lens: torch.Tensor | None, index: tuple[int, ...], K: in
 
 @settings(PROPERTY, max_examples=300)
 @given(scores_and_valid_lens(), st.data())
+@pytest.mark.slow
 def test_masked_softmax_matches_softmax_of_valid_prefix(case, data):
     """Per row with valid length n: weights equal ``torch.softmax`` of the first n
     scores (so they sum to 1), are exactly 0 from key n on (all 0 for n = 0),
@@ -132,6 +133,7 @@ def check_collated(batch: dict[str, torch.Tensor], src: list[np.ndarray],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.large_base_example])
 @given(parallel_data())
+@pytest.mark.slow
 def test_batches_cover_the_epoch_within_budget(case):
     """Every index once per epoch (with replicas: at least once, repeats only from
     padding the batch count to a multiple of ``num_replicas``), every batch's

@@ -31,7 +31,7 @@ from model.rnn import RNNConfig, RNNDecoderCache, RNNEncoderDecoder
 from model.transformer import Transformer
 from training.module import TranslationModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAD, BOS, EOS = 0, 1, 2
 V, D = 40, 16
 SRC_VALID_LEN = torch.tensor([7, 4, 1, 5])  # B=4 sources of S=7 positions, ragged padding
@@ -291,6 +291,7 @@ def copy_task_batch(batch_size: int = 16, length: int = 6) -> dict[str, torch.Te
             "tgt_valid_len": torch.full((batch_size,), length + 1)}
 
 
+@pytest.mark.slow
 def test_rnn_trains_with_the_translation_module():
     """The LightningModule builds the RNN from an RNNConfig, saves it with its
     arch as hparams["config"] (what load_translator and load_from_checkpoint
@@ -314,6 +315,7 @@ def test_rnn_trains_with_the_translation_module():
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0, losses
 
 
+@pytest.mark.slow
 def test_rnn_under_bf16_autocast():
     """The GRUs run in their weights' dtype under autocast (the configs train
     with precision bf16-mixed); logits come out and gradients reach every weight."""

@@ -27,7 +27,7 @@ import yaml
 import commands.export_ctranslate2 as export_command
 from conftest import tiny_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "multi30k_cpu.yaml"
 
 
@@ -163,6 +163,7 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("kind,target,damage_name,damage,script,args,expected", CASES,
                          ids=[f"{c[4]}:{c[0]}:{c[2]}" for c in CASES])
+@pytest.mark.slow
 def test_damaged_file_gives_one_line_and_exit_2(world, kind, target, damage_name, damage, script,
                                                args, expected, monkeypatch, capsys):
     path = Path(target.format(**world))
@@ -196,6 +197,7 @@ CACHE_CASES = [(name, damage_name, damage)
 
 @pytest.mark.parametrize("name,damage_name,damage", CACHE_CASES,
                          ids=[f"{c[0]}:{c[1]}" for c in CACHE_CASES])
+@pytest.mark.slow
 def test_damaged_token_cache_is_rebuilt_to_identical_ids(world, tmp_path, name, damage_name,
                                                          damage, capsys, caplog):
     """The cache is derived data: prepare_data.py rebuilds it with a one-line warning,

@@ -21,7 +21,7 @@ import pytest
 
 from data.tokenizer import train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "multi30k_cpu.yaml"
 GOOD_VOCAB = 40  # fits the tiny corpus below (it supports 33 to 44 pieces)
 
@@ -63,6 +63,7 @@ def checkpoints(workdir: Path) -> list[str]:
     return sorted(p.name for p in workdir.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_reference_run_trains_and_checkpoints(tiny_corpus, tmp_path):
     """The command of the tests below, without a bad override, trains and writes checkpoints."""
     result = run_train(tiny_corpus, tmp_path)
@@ -76,6 +77,7 @@ def test_reference_run_trains_and_checkpoints(tiny_corpus, tmp_path):
     (["--model.config.attention", "foo"],
      "model.config.attention='foo' is unknown; set it to one of 'dot', 'additive'"),
 ], ids=["num_heads", "attention"])
+@pytest.mark.slow
 def test_bad_model_config_fails_before_training(tiny_corpus, tmp_path, overrides, expected):
     result = run_train(tiny_corpus, tmp_path, *overrides)
     assert result.returncode == 2
@@ -86,6 +88,7 @@ def test_bad_model_config_fails_before_training(tiny_corpus, tmp_path, overrides
     assert not (tmp_path / ".cache").exists()  # rejected before the data was even prepared
 
 
+@pytest.mark.slow
 def test_vocab_size_too_large_fails_before_training(tiny_corpus, tmp_path):
     result = run_train(tiny_corpus, tmp_path, "--data.vocab_size", "8000")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-4000:]
@@ -106,6 +109,7 @@ def test_vocab_size_too_large_fails_before_training(tiny_corpus, tmp_path):
         train_tokenizer(sentences, vocab_size=largest + 1, num_threads=1)
 
 
+@pytest.mark.slow
 def test_corpus_error_is_one_line_naming_the_split(tiny_corpus, tmp_path):
     """A corpus problem found while preparing data (here a split name with no
     files) ends the run with the CorpusError's message, no traceback."""

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from model.config import ConfigError
 from training.run_dir import check_run_dir_free, config_file_roots, move_run_paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 

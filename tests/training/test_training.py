@@ -9,10 +9,8 @@ as the reference for what training's validation and the scripts produce.
 from __future__ import annotations
 
 import csv
-import gzip
 import importlib
 import itertools
-import importlib.util
 import json
 import math
 import os
@@ -30,7 +28,7 @@ import yaml
 
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import recipe_callbacks
+from conftest import load_script, read_raw, recipe_callbacks
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
@@ -40,22 +38,8 @@ from evaluation.metrics import corpus_scores, moses_lc_norm_tok
 from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule, lr_multiplier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def load_script(name: str):
-    """The command module behind ``scripts/{name}.py`` (:mod:`commands`): tests call its
-    ``main(argv)`` or ``run(argv)``."""
-    return importlib.import_module(f"commands.{name}")
-
-
-def read_raw(directory: Path, split: str, lang: str) -> list[str]:
-    plain = directory / f"{split}.{lang}"
-    opener = open(plain, encoding="utf-8") if plain.is_file() else \
-        gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8")
-    with opener as f:
-        return [line.rstrip("\n") for line in f]
 
 
 
@@ -193,6 +177,7 @@ def train_script():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+@pytest.mark.slow
 def test_config_parses(config, train_script, tmp_path, monkeypatch):
     """Every shipped config builds its trainer, model and data module (nothing runs)."""
     monkeypatch.chdir(tmp_path)  # relative output folders of the config land here
@@ -303,7 +288,7 @@ def trained(multi30k_small, tmp_path_factory, train_script):
         },
         # cooldown 0: the inverse-square-root schedule these few updates had under the
         # recipe's former 2150-update cooldown (the recipe's -1 would hold the lr near its
-        # peak for all of them; tests/test_resume.py runs the recipe's -1 as it ships).
+        # peak for all of them; tests/training/test_resume.py runs the recipe's -1 as it ships).
         "model": {"config": TINY, "warmup_steps": 10, "lr": 0.003, "cooldown_steps": 0},
         "data": {"source": str(multi30k_small), "cache_dir": str(tmp / "cache"),
                  "vocab_size": 400, "max_tokens": 1024},

@@ -25,7 +25,7 @@ from benchmarks.reference import ReferenceTransformer, copy_weights, training_ma
 from model.transformer import Transformer
 from training.runtime import cpu_has_fast_bf16
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAD, BOS, EOS = 0, 1, 2
 SRC_VALID_LEN = torch.tensor([7, 4, 1])  # B=3 sources of S=7 positions
 TGT_VALID_LEN = torch.tensor([3, 6, 1])  # decoder inputs (BOS + target) of T=6 positions
@@ -100,6 +100,7 @@ def test_flop_formula_matches_flop_counter(which, norm_first):
     assert counter.get_total_flops() == training_matmul_flops(ours.config, 3, 7, 6)
 
 
+@pytest.mark.slow
 def test_main_runs_end_to_end(tmp_path, multi30k_small):
     cpu = yaml.safe_load((REPO / "configs" / "multi30k_cpu.yaml").read_text())
     tiny = {
@@ -126,6 +127,7 @@ def test_main_runs_end_to_end(tmp_path, multi30k_small):
     assert (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_profile_lists_the_operators_and_writes_a_trace(tmp_path, multi30k_small, capsys):
     """--profile: a table of operators by self time (matrix products among them,
     shares of at most 100%) and a Chrome trace with events."""

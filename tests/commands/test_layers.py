@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: package -> packages of this project it may import
 LAYERS = ["model", "data", "inference", "evaluation", "training", "benchmarks", "commands"]
 ALLOWED = {"model": {"model"}, "data": {"data"},
@@ -171,6 +171,14 @@ def test_commands_are_entry_points_and_scripts():
         assert (REPO / "commands" / script.name).is_file(), script
         assert f"from commands.{script.stem} import main, run" in script.read_text(), script
     for package in (*ALLOWED, "scripts", "tests"):
-        for path in (REPO / package).glob("*.py"):
+        for path in (REPO / package).rglob("*.py"):
             assert "sys.path.insert" not in path.read_text(encoding="utf-8") or \
                 path.name == "test_layers.py", path
+
+
+def test_tests_mirror_the_packages():
+    """Each test file sits in ``tests/<package>/``, named after a package of the project."""
+    misplaced = [str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
+                 if p.parent.name not in LAYERS]
+    assert not misplaced, misplaced
+    assert {p.parent.name for p in (REPO / "tests").rglob("test_*.py")} == set(LAYERS)

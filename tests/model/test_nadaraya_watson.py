@@ -12,7 +12,6 @@ run once into a temp folder. Everything runs in seconds on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,10 @@ from torch.testing import assert_close
 from model.nadaraya_watson import NWKernelRegression, leave_one_out, nadaraya_watson
 from inference.plotting import show_heatmaps
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
+
+REPO = Path(__file__).resolve().parents[2]
 BANDWIDTHS = [0.1, 0.5, 1.0, 3.0]
-
-
-def load_script(name: str):
-    """The command module behind ``scripts/{name}.py`` (:mod:`commands`)."""
-    return importlib.import_module(f"commands.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +168,7 @@ def test_parametric_training_loss_falls(examples):
     assert final < float(((data["y_train"] - data["y_train"].mean()) ** 2).sum())
 
 
+@pytest.mark.slow
 def test_script_writes_pngs(examples, tmp_path):
     result = examples.main(["--out", str(tmp_path / "examples")])
     assert set(result["paths"]) == {"nonparametric_predictions", "parametric_predictions",

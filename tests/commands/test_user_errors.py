@@ -21,7 +21,7 @@ import torch
 
 from conftest import tiny_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = str(REPO / "configs" / "multi30k_cpu.yaml")
 
 
@@ -114,6 +114,7 @@ CASES = [
 
 @pytest.mark.parametrize("script,args,expected", CASES,
                          ids=[f"{c[0]}:{' '.join(c[1][-2:])}" for c in CASES])
+@pytest.mark.slow
 def test_bad_input_gives_one_line_and_exit_2(files, script, args, expected, monkeypatch, capsys):
     args = [a.format(**files) for a in args]
     before = {p: p.read_bytes() for p in Path(files["tmp"]).rglob("*") if p.is_file()}

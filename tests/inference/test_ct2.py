@@ -35,7 +35,7 @@ from inference.ct2 import (CTranslate2Error, encoder_spec, export_ctranslate2,  
 from inference.decoding import DecodingConfig  # noqa: E402
 from training.module import TranslationModule  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 4, "num_enc_blks": 2,
         "num_dec_blks": 2, "dropout": 0.0}
 MAX_LEN = 48
@@ -105,6 +105,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+@pytest.mark.slow
 def test_encoder_output_matches(exported, corpus, tmp_path):
     """The encoder, exported alone (the same mapping code), run by
     ``ctranslate2.Encoder``: its output equals ours at every valid position."""
@@ -165,6 +166,7 @@ def test_first_step_and_scored_log_probs_match(exported, corpus):
     DecodingConfig(beam_size=1, max_len_a=0.0, max_len_b=3),  # every output cut by the limit
     DecodingConfig(beam_size=4, alpha=1.0, nbest=2),
 ], ids=["greedy", "greedy-limit", "beam4"])
+@pytest.mark.slow
 def test_outputs_equal_ours(exported, corpus, decoding):
     """Greedy outputs are identical to ours on a batch of 40 sentences, also
     when the per-sentence length limit cuts them; beam search, with the
@@ -208,6 +210,7 @@ def run(script: str, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, env=ENV)
 
 
+@pytest.mark.slow
 def test_scripts_export_and_translate(corpus, tmp_path):
     """``export_ctranslate2.py`` then ``translate.py --ckpt DIR``: the same lines
     as ``translate.py`` on the checkpoint (greedy), and the n-best format;
@@ -259,6 +262,7 @@ def test_load_translator_names_a_plain_directory(tmp_path):
         load_translator(tmp_path)
 
 
+@pytest.mark.slow
 def test_benchmark_decode_ctranslate2_rows(corpus, multi30k_small, tmp_path):
     """``benchmark_decode.py --ctranslate2``: one row per compute type and beam,
     beside ours; float32 greedy is ours exactly (100% same output, same BLEU)."""

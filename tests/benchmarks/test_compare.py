@@ -10,7 +10,6 @@ standard deviations computed here from synthetic per-run metrics, and
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import os
 import sys
@@ -30,16 +29,11 @@ from training.callbacks import SpeedMonitor
 from inference.checkpoint import load_translator
 from training.module import TranslationModule
 from evaluation.metrics import tokenized_bleu
-from test_training import read_raw
+from conftest import load_script, read_raw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ("transformer_dot", "transformer_additive", "rnn")
 CONFIGS = {name: REPO / "configs" / f"compare_{name}.yaml" for name in NAMES}
-
-
-def load_script(name: str):
-    """The command module behind ``scripts/{name}.py`` (:mod:`commands`)."""
-    return importlib.import_module(f"commands.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +91,7 @@ def test_rnn_config_shares_data_budget_and_optimizer():
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_compare_config_parses(name, tmp_path, monkeypatch):
     """Each config builds its network through TranslationCLI(run=False)."""
     monkeypatch.chdir(tmp_path)
@@ -303,7 +298,7 @@ def test_saved_result_is_reused_only_for_the_same_run(compare, tmp_path):
     assert compare.load_result(tmp_path, key) is None
     (tmp_path / "result.json").write_text("{not json")
     with pytest.raises(compare.ResultFileError, match=r"result.json is damaged: .*delete"):
-        compare.load_result(tmp_path, key)  # not retrained silently (tests/test_damaged_files.py)
+        compare.load_result(tmp_path, key)  # not retrained silently (tests/commands/test_damaged_files.py)
 
 
 def tiny_config(name: str, tmp_path: Path, data: Path) -> Path:
@@ -380,6 +375,7 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     assert f"- {NAMES[0]} seed 2: not run yet" in report
 
 
+@pytest.mark.slow
 def test_report_names_runs_of_other_machines(compare, tmp_path):
     """Runs resumed from another machine are listed with it (their speed is not comparable)."""
     runs = synthetic_results(compare)[:4]

@@ -166,6 +166,7 @@ def tiny_source() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("attention", SCORING_FUNCTIONS)
+@pytest.mark.slow
 def test_beam_one_equals_greedy_on_a_transformer(attention):
     model, src = tiny_transformer(attention), tiny_source()
     greedy = greedy_decode(model, src, SRC_LEN, BOS, EOS, PAD, max_len_a=1.5, max_len_b=3)

@@ -244,6 +244,7 @@ def additive_reference(attention: AdditiveAttention, q, k, v, valid_lens):
 
 
 @pytest.mark.parametrize("pattern", list(PADDING))
+@pytest.mark.slow
 def test_additive_matches_naive_loop(pattern):
     q, k, v = qkv(3)
     valid_lens = lens_of(pattern)
@@ -255,6 +256,7 @@ def test_additive_matches_naive_loop(pattern):
 
 
 @pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "sized"])
+@pytest.mark.slow
 def test_additive_queries_and_keys_of_different_sizes(lazy):
     q_size, k_size, v_size, hidden = 4, 9, 2, 6
     q, k, v = torch.randn(B, Q, q_size), torch.randn(B, K, k_size), torch.randn(B, K, v_size)
@@ -280,6 +282,7 @@ def test_additive_four_d_equals_per_head_calls(pattern):
     assert_close(out, torch.stack(per_head, dim=1))
 
 
+@pytest.mark.slow
 def test_additive_gradcheck_float64():
     attention = AdditiveAttention(4, 0.0, key_size=3, query_size=2).double()
     q = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
@@ -374,6 +377,7 @@ def fused_and_naive(dtype=torch.float32):
 
 
 @pytest.mark.parametrize("kernel", ["chunked1", "chunked3", pytest.param("fused", marks=needs_compiler)])
+@pytest.mark.slow
 def test_additive_kernels_under_bf16_autocast(kernel):
     """Training runs forward under bf16 autocast, backward outside it: the
     chunked (1 or 3 queries at a time) and fused kernels give the formula's
@@ -435,6 +439,7 @@ def test_fused_additive_compiles_here():
 @needs_compiler
 @pytest.mark.parametrize("ndim", [3, 4])
 @pytest.mark.parametrize("pattern", list(PADDING))
+@pytest.mark.slow
 def test_additive_fused_equals_naive_values_and_gradients(pattern, ndim):
     q, k, v = qkv(ndim)
     valid_lens = lens_of(pattern)
@@ -451,6 +456,7 @@ def test_additive_fused_equals_naive_values_and_gradients(pattern, ndim):
 
 @needs_compiler
 @pytest.mark.parametrize("lens", [(1, 6), (6, 6), (5, 1), (9, 2)], ids=lambda n: f"Q{n[0]}K{n[1]}")
+@pytest.mark.slow
 def test_additive_fused_every_length(lens):
     """One compilation with dynamic shapes serves other lengths (incl. Q == K and
     the length-1 queries of incremental decoding) with the right values."""
@@ -468,6 +474,7 @@ def test_additive_fused_every_length(lens):
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_additive_fused_gradcheck_float64():
     fused, _ = fused_and_naive(torch.float64)
     q = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
@@ -479,6 +486,7 @@ def test_additive_fused_gradcheck_float64():
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_additive_fused_scores_broadcast_and_saturate():
     """Leading dimensions that broadcast; hidden values large enough that
     ``exp(2x)`` overflows (tanh = +-1, derivative 0, no NaN)."""
@@ -675,6 +683,7 @@ def test_multihead_heads_are_one_batched_call(scoring, pattern):
 
 
 @pytest.mark.parametrize("scoring", SCORING_FUNCTIONS)
+@pytest.mark.slow
 def test_multihead_gradcheck_float64(scoring):
     mha = MultiHeadAttention(4, 2, 0.0, bias=True, scoring=scoring).double()
     queries = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)

@@ -29,7 +29,7 @@ from inference.checkpoint import CheckpointError, load_translator
 from inference.decoding import translate
 from training.module import CHECKPOINT_FORMAT, TranslationModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "average_checkpoints.py"
 TINY = {"num_hiddens": 16, "ffn_num_hiddens": 32, "num_heads": 2,
         "num_enc_blks": 1, "num_dec_blks": 1}
@@ -270,6 +270,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_script_averages_a_run(epoch_run):
     result = run_script("--run", str(epoch_run), "--last", "2")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -285,6 +286,7 @@ def test_script_averages_a_run(epoch_run):
     load_translator(out)
 
 
+@pytest.mark.slow
 def test_script_error_is_one_line_and_writes_nothing(tokenizer, tmp_path):
     good = write_checkpoint(make_module(tokenizer, 1), tmp_path / "good.ckpt", 1)
     bad = write_checkpoint(make_module(tokenizer, 2, dropout=0.1), tmp_path / "bad.ckpt", 2)

@@ -24,7 +24,7 @@ from data.corpus import CorpusError, load_parallel_corpus
 from data.datamodule import TranslationDataModule
 from data.tatoeba import GroupedSplit, group_ids, grouped_split, load_tatoeba, read_tatoeba
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL_ZIP = REPO.parent / "shared" / "data" / "tatoeba-fra-eng" / "fra-eng.zip"
 SPLITS = ["train", "valid", "test"]
 
@@ -258,6 +258,7 @@ def make_datamodule(source, cache_dir, **kwargs) -> TranslationDataModule:
     return TranslationDataModule(source=str(source), **settings)
 
 
+@pytest.mark.slow
 def test_datamodule_trains_tokenizer_and_caches(tatoeba_zip, hf_cache, tmp_path, monkeypatch):
     dm = make_datamodule(tatoeba_zip, tmp_path)
     dm.setup("fit")
@@ -298,6 +299,7 @@ def test_shipped_config_uses_the_default_split():
 
 # -------------------------------------------------------------- real data
 @pytest.mark.skipif(not REAL_ZIP.is_file(), reason=f"Tatoeba zip not found at {REAL_ZIP}")
+@pytest.mark.slow
 def test_real_zip_counts_and_no_leak(tmp_path):
     """The shared fra-eng.zip: the counts of shared/data/README.md, and the default
     grouped split (the one configs/tatoeba_eng_fra.yaml uses) keeps every English
