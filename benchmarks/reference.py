@@ -4,7 +4,7 @@ dropouts and LayerNorm placement, started from a copy of our weights, and the
 matrix-multiply FLOP count of a training step.
 
 Used by ``scripts/benchmark_train.py`` (through :mod:`benchmarks.train_benchmark`);
-``tests/test_benchmark_train.py`` checks that it computes our function.
+``tests/benchmarks/test_benchmark_train.py`` checks that it computes our function.
 
 Source: ``torch.nn.Transformer`` (PyTorch); Vaswani et al. 2017.
 """

@@ -12,7 +12,7 @@ hyperparameters); one holds our :class:`model.Transformer`, the other a
 the same tied embedding / output matrix scaled by ``sqrt(D)``, the same
 sinusoidal positions, the same dropouts, pre- or post-LN with the same final
 LayerNorms, and attention projections without bias. The reference starts from
-a copy of our weights (``tests/test_benchmark_train.py`` checks that the two
+a copy of our weights (``tests/benchmarks/test_benchmark_train.py`` checks that the two
 compute the same function). A training step is forward under autocast (bf16
 for ``--precision bf16``), backward, gradient clipping at the YAML's
 ``trainer.gradient_clip_val``, ``optimizer.step()``, ``scheduler.step()`` and

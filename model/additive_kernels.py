@@ -5,7 +5,7 @@ tensor: :func:`_naive_additive_scores` is the formula; :class:`_ChunkedAdditiveS
 computes it a few queries at a time and recomputes tanh in backward;
 :func:`fused_additive_scores` computes scores and gradients with ``torch.compile``d
 reductions that never store the hidden tensor. All three are tested against each
-other (``tests/test_attention.py``).
+other (``tests/model/test_attention.py``).
 
 Source: Bahdanau, Cho & Bengio 2015 (additive attention); d2l.ai "Attention
 Scoring Functions".
