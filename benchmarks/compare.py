@@ -30,10 +30,11 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from data.files import read_json  # noqa: E402
+from data.files import BASE_CONFIG, read_json  # noqa: E402
 from evaluation.selection import evaluate_translator  # noqa: E402
 from inference.checkpoint import load_translator  # noqa: E402
 from inference.translation import plot_cross_attention  # noqa: E402
+from training.cli import resolve_config  # noqa: E402
 
 from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E402, F401
                              aggregate, equal_time, paired_bootstrap, plot_curves,
@@ -62,34 +63,27 @@ def _format_time(seconds: float) -> str:
     return f"{days:02d}:{hours:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def run_override(raw: dict, run_dir: Path, seed: int, max_steps: int | None = None,
+def run_override(resolved: dict, run_dir: Path, seed: int, max_steps: int | None = None,
                  max_minutes: float | None = None, num_evals: int = 3) -> dict:
     """The override YAML (as a dict) that turns a shipped config into one comparison run.
 
-    Output folders move under ``run_dir`` (the logger becomes a CSVLogger
-    there; each callback's ``dirpath`` keeps its place relative to the
-    config's ``default_root_dir``), ``SpeedMonitor`` is added if missing,
-    the seed and budget are set, and validation runs ``num_evals`` times at
-    equal step intervals.
+    Args:
+        resolved: the config as ``scripts/train.py`` reads it
+            (:func:`training.cli.resolve_config`: the base under it, defaults filled,
+            ``derive_paths=False``).
+
+    The run directory becomes ``run_dir`` (every checkpoint folder derives from
+    it; the logger becomes a CSVLogger there), ``SpeedMonitor`` is added if the
+    config's callbacks lack it, the seed and budget are set, and validation runs
+    ``num_evals`` times at equal step intervals.
 
     Raises:
         ValueError: if neither ``max_steps`` nor the config gives a step budget.
     """
-    trainer = raw.get("trainer", {})
+    trainer = resolved.get("trainer", {})
     steps = max_steps or trainer.get("max_steps")
     if not steps or steps < 0:
         raise ValueError("no step budget: pass --max-steps or set trainer.max_steps in the config")
-    root = Path(trainer.get("default_root_dir", "."))
-    callbacks = []
-    for callback in copy.deepcopy(trainer.get("callbacks") or []):
-        args = callback.get("init_args") or {}
-        if "dirpath" in args:
-            dirpath = Path(args["dirpath"])
-            relative = dirpath.relative_to(root) if dirpath.is_relative_to(root) else dirpath.name
-            args["dirpath"] = str(run_dir / relative)
-        callbacks.append(callback)
-    if not any(c.get("class_path") == SPEED_MONITOR for c in callbacks):
-        callbacks.append({"class_path": SPEED_MONITOR})
     override = {
         "seed_everything": seed,
         "trainer": {
@@ -103,10 +97,13 @@ def run_override(raw: dict, run_dir: Path, seed: int, max_steps: int | None = No
             "enable_progress_bar": False,
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                        "init_args": {"save_dir": str(run_dir)}},
-            "callbacks": callbacks,
         },
         "data": {"seed": seed},
     }
+    callbacks = trainer.get("callbacks") or []
+    if not any(c.get("class_path") == SPEED_MONITOR for c in callbacks):
+        override["trainer"]["callbacks"] = [*copy.deepcopy(callbacks),
+                                            {"class_path": SPEED_MONITOR}]
     if max_minutes:
         override["trainer"]["max_time"] = _format_time(60 * max_minutes)
     return override
@@ -220,9 +217,11 @@ class ResultFileError(ValueError):
 
 
 def _run_key(config: Path, override: dict) -> dict:
-    """What makes two runs the same: the config file's bytes and the override (seed, budget, folders)."""
-    return {"config_sha256": hashlib.sha256(Path(config).read_bytes()).hexdigest(),
-            "override": override}
+    """What makes two runs the same: the bytes of the config file and of
+    ``configs/base.yaml`` under it, and the override (seed, budget, folders)."""
+    digest = hashlib.sha256(Path(config).read_bytes())
+    digest.update(BASE_CONFIG.read_bytes())
+    return {"config_sha256": digest.hexdigest(), "override": override}
 
 
 def save_result(result: RunResult, run_dir: Path, key: dict) -> Path:
@@ -266,9 +265,20 @@ def load_result(run_dir: Path, key: dict) -> RunResult | None:
 def _run_dir_and_override(config: Path, seed: int, out: Path,
                           args: argparse.Namespace) -> tuple[Path, dict]:
     run_dir = out / f"{model_name(config)}_seed{seed}"
-    raw = yaml.safe_load(Path(config).read_text())
-    return run_dir, run_override(raw, run_dir, seed, args.max_steps, args.max_minutes,
-                                 args.num_evals)
+    return run_dir, run_override(_resolved(config), run_dir, seed, args.max_steps,
+                                 args.max_minutes, args.num_evals)
+
+
+_RESOLVED: dict[str, dict] = {}
+
+
+def _resolved(config: Path) -> dict:
+    """:func:`training.cli.resolve_config` of ``config`` (paths relative to the run
+    directory, as the files give them), once per process."""
+    key = str(Path(config).resolve())
+    if key not in _RESOLVED:
+        _RESOLVED[key] = resolve_config("--config", key, derive_paths=False)
+    return _RESOLVED[key]
 
 
 def finished_run(config: Path, seed: int, out: Path, args: argparse.Namespace) -> RunResult | None:

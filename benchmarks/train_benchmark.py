@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 
 from data.files import yaml_damage
 from model.build import config_from_dict
@@ -58,11 +57,13 @@ def _autocast(device: torch.device, precision: str):
 
 
 def load_run_config(path: str) -> dict:
-    """The ``model``, ``data`` and ``trainer`` sections of a training YAML file.
+    """The ``model``, ``data`` and ``trainer`` sections of a training config, as
+    ``scripts/train.py`` reads it (:func:`training.cli.resolve_config`: the base
+    config under it, every default filled in).
 
     Raises:
         ValueError: if the file is missing, damaged (:func:`data.files.yaml_damage`)
-            or has no ``model.config`` block.
+            or describes no Transformer (``model.config``).
     """
     if not os.path.isfile(path):
         raise ValueError(f"--config {path}: no such file; pass a training config such as "
@@ -70,13 +71,14 @@ def load_run_config(path: str) -> dict:
     damage = yaml_damage(path)
     if damage is not None:
         raise ValueError(f"--config {path} is damaged: {damage}; restore it or fix it")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if "config" not in raw.get("model", {}):
+    from training.cli import resolve_config
+
+    resolved = resolve_config("--config", path)
+    if not resolved.get("model", {}).get("config"):
         raise ValueError(f"{path}: no model.config block; pass a training config such as "
                          f"configs/multi30k_cpu.yaml")
-    return {"model": raw["model"], "data": raw.get("data", {}),
-            "trainer": raw.get("trainer", {}), "seed": raw.get("seed_everything", 1)}
+    return {"model": resolved["model"], "data": resolved.get("data", {}),
+            "trainer": resolved.get("trainer", {}), "seed": resolved.get("seed_everything", 1)}
 
 
 def make_datamodule(run: dict):

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["checkpoint_damage", "config_arguments", "file_kind", "json_damage", "read_json",
-           "yaml_damage"]
+__all__ = ["BASE_CONFIG", "checkpoint_damage", "config_arguments", "file_kind", "json_damage",
+           "read_json", "yaml_damage"]
+
+#: The config read under every training config (``scripts/train.py``, ``prepare_data.py``):
+#: the trainer, checkpoints, loggers and shared data keys a recipe need not repeat.
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 
 _MAGIC = ((b"\x1f\x8b", "a gzip file"), (b"PK\x03\x04", "a zip archive"),
           (b"\x93NUMPY", "a NumPy .npy file"), (b"\x89PNG", "a PNG image"),

@@ -20,7 +20,7 @@ from jsonargparse import ArgumentParser
 from .cache import read_manifest, verify_checksums
 from .corpus import CorpusError
 from .datamodule import TranslationDataModule
-from .files import yaml_damage
+from .files import BASE_CONFIG, yaml_damage
 
 __all__ = ["data_parser", "datamodule_from_config", "format_summary", "prepare"]
 
@@ -42,11 +42,12 @@ def datamodule_from_config(config: str | os.PathLike, overrides: list[str] | Non
 
     Args:
         config: a YAML training config (``trainer:``/``model:`` are ignored);
-            ``data:`` may be the plain keys or a ``class_path``/``init_args`` pair.
+            ``data:`` may be the plain keys or a ``class_path``/``init_args`` pair,
+            read over ``configs/base.yaml``'s as ``scripts/train.py`` reads it.
         overrides: e.g. ``["--data.vocab_size", "400"]``.
 
     Raises:
-        CorpusError: if the file is missing, not YAML, or has no ``data:``
+        CorpusError: if the file is missing, not YAML, or its ``data:`` is not a
             mapping, or a ``data.*`` value is refused (naming the key).
         argparse.ArgumentError: for an unknown ``data.*`` key or a value of the wrong type.
     """
@@ -58,13 +59,16 @@ def datamodule_from_config(config: str | os.PathLike, overrides: list[str] | Non
     if damage is not None:
         raise CorpusError(f"--config {config} is damaged: {damage}; restore it (git checkout "
                           f"{config}, for a shipped config) or fix it")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data = loaded.get("data")
-    if isinstance(data, dict) and "init_args" in data:
-        data = data["init_args"]
-    if not isinstance(data, dict):
-        raise CorpusError(f"--config {config} has no 'data:' section (a mapping of data.* keys); "
-                          f"pass a training config such as configs/multi30k_cpu.yaml")
+    data = {}
+    for source in (BASE_CONFIG, path):  # the base's data keys first, as train.py reads them
+        loaded = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+        section = loaded.get("data", {}) if isinstance(loaded, dict) else None
+        if isinstance(section, dict) and "init_args" in section:
+            section = section["init_args"]
+        if not isinstance(section, dict):
+            raise CorpusError(f"--config {source}: 'data:' is not a mapping of data.* keys; "
+                              f"pass a training config such as configs/multi30k_cpu.yaml")
+        data.update(section)
     parser = data_parser(prog)
     args = parser.parse_args(["--data", yaml.safe_dump(data), *(overrides or [])])
     return TranslationDataModule(**args.data.as_dict())

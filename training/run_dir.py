@@ -1,12 +1,13 @@
-"""One run directory: ``trainer.default_root_dir`` moves checkpoints and logs together.
+"""One run directory: every checkpoint and log path derives from ``trainer.default_root_dir``.
 
-The shipped configs spell each path out (``runs/multi30k_cpu/checkpoints`` in
-every ``ModelCheckpoint``, ``runs/multi30k_cpu`` as the logger's
-``save_dir``), so that a YAML file reads on its own. When the command line
-(or a second config file) sets another ``trainer.default_root_dir``, every
-callback ``dirpath`` and logger ``save_dir`` under a config file's own
-``default_root_dir`` moves under the new one (what fairseq's single
-``--save-dir`` and JoeyNMT's ``model_dir`` give). A new run refuses a run
+``configs/base.yaml`` gives each ``ModelCheckpoint`` ``dirpath`` and logger
+``save_dir`` relative to the run directory (``checkpoints``, ``.``); a recipe
+sets only ``trainer.default_root_dir: runs/<recipe>``, and
+:func:`derive_run_paths` puts every relative path under it (what fairseq's
+single ``--save-dir`` and JoeyNMT's ``model_dir`` give). Absolute paths stay
+as written. Configs that spell the paths out under their own
+``default_root_dir`` (saved ``config.yaml`` files, configs of older versions)
+still move with a new ``--trainer.default_root_dir`` (:func:`move_run_paths`). A new run refuses a run
 directory that already holds checkpoints, unless it resumes one of them
 (``--ckpt_path``): a second experiment never silently overwrites the first
 one's ``last.ckpt``.
@@ -25,7 +26,8 @@ from data.files import checkpoint_damage
 from inference.translator import CheckpointError
 from model.config import ConfigError
 
-__all__ = ["config_file_roots", "move_run_paths", "check_resume_checkpoint", "check_run_dir_free"]
+__all__ = ["config_file_roots", "derive_run_paths", "move_run_paths", "check_resume_checkpoint",
+           "check_run_dir_free"]
 
 
 def config_file_roots(config_files: Iterable[Any]) -> list[str]:
@@ -58,7 +60,21 @@ def _init_args(entry: Any) -> Any:
     return entry.get("init_args") if hasattr(entry, "get") else None
 
 
-def move_run_paths(trainer: Any, old_roots: Iterable[str]) -> list[tuple[str, str]]:
+def _path_holders(trainer: Any, sections: Iterable[Any] = ()) -> list[tuple[Any, str]]:
+    """``(mapping, key)`` for every callback ``dirpath`` (the trainer's callbacks and the
+    ``ModelCheckpoint`` sections of :class:`training.cli.TranslationCLI`) and logger
+    ``save_dir`` of a parsed config."""
+    loggers = trainer.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    holders = [(args, "dirpath") for args in map(_init_args, trainer.get("callbacks") or [])]
+    holders += [(args, "save_dir") for args in map(_init_args, loggers)]
+    holders += [(section, "dirpath") for section in sections]
+    return [(args, key) for args, key in holders
+            if args is not None and isinstance(args.get(key), (str, Path))]
+
+
+def move_run_paths(trainer: Any, old_roots: Iterable[str],
+                   sections: Iterable[Any] = ()) -> list[tuple[str, str]]:
     """Move every callback ``dirpath`` and logger ``save_dir`` under one of
     ``old_roots`` to the same place under ``trainer.default_root_dir`` (in place).
 
@@ -66,6 +82,7 @@ def move_run_paths(trainer: Any, old_roots: Iterable[str]) -> list[tuple[str, st
         trainer: the ``trainer`` section of the parsed config (a jsonargparse
             Namespace or a dict).
         old_roots: the config files' ``default_root_dir`` values.
+        sections: the config's ``ModelCheckpoint`` sections (their ``dirpath``).
 
     Returns:
         ``(old, new)`` for every path that moved.
@@ -75,21 +92,37 @@ def move_run_paths(trainer: Any, old_roots: Iterable[str]) -> list[tuple[str, st
     if not old_roots or not new_root:
         return []
     moved = []
-    loggers = trainer.get("logger")
-    loggers = loggers if isinstance(loggers, list) else [loggers]
-    for entries, key in ((trainer.get("callbacks") or [], "dirpath"), (loggers, "save_dir")):
-        for entry in entries:
-            args = _init_args(entry)
-            value = args.get(key) if args is not None else None
-            root = next((r for r in old_roots if isinstance(value, (str, Path))
-                         and _under(str(value), r)), None)
-            if root is not None:
-                args[key] = _moved(str(value), root, str(new_root))
-                moved.append((str(value), args[key]))
+    for args, key in _path_holders(trainer, sections):
+        value = str(args.get(key))
+        root = next((r for r in old_roots if _under(value, r)), None)
+        if root is not None:
+            args[key] = _moved(value, root, str(new_root))
+            moved.append((value, args[key]))
     return moved
 
 
-def check_run_dir_free(trainer: Any, ckpt_path: str | None) -> None:
+def derive_run_paths(trainer: Any, sections: Iterable[Any] = ()) -> list[tuple[str, str]]:
+    """Put every relative callback ``dirpath`` and logger ``save_dir`` that is not
+    already under ``trainer.default_root_dir`` under it (in place; running it twice
+    changes nothing). Without a ``default_root_dir`` (Lightning's default: the
+    working directory) nothing changes.
+
+    Returns:
+        ``(old, new)`` for every path that changed.
+    """
+    root = trainer.get("default_root_dir")
+    if not root:
+        return []
+    derived = []
+    for args, key in _path_holders(trainer, sections):
+        value = str(args.get(key))
+        if not Path(value).is_absolute() and not _under(value, str(root)):
+            args[key] = str(Path(root) / value)
+            derived.append((value, args[key]))
+    return derived
+
+
+def check_run_dir_free(trainer: Any, ckpt_path: str | None, sections: Iterable[Any] = ()) -> None:
     """Refuse to start a new run where another run's checkpoints are.
 
     Raises:
@@ -101,7 +134,7 @@ def check_run_dir_free(trainer: Any, ckpt_path: str | None) -> None:
     if ckpt_path:
         return
     root = trainer.get("default_root_dir") or "."
-    for folder in _checkpoint_folders(trainer):
+    for folder in _checkpoint_folders(trainer, sections):
         found = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
         if found:
             last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else found[0]
@@ -112,17 +145,16 @@ def check_run_dir_free(trainer: Any, ckpt_path: str | None) -> None:
                 f"(--trainer.default_root_dir runs/NEW), or delete {folder}")
 
 
-def _checkpoint_folders(trainer: Any) -> list[Path]:
+def _checkpoint_folders(trainer: Any, sections: Iterable[Any] = ()) -> list[Path]:
     """``default_root_dir/checkpoints`` and every callback ``dirpath``, sorted."""
     folders = {Path(trainer.get("default_root_dir") or ".") / "checkpoints"}
-    for entry in trainer.get("callbacks") or []:
-        args = _init_args(entry)
-        if args is not None and args.get("dirpath"):
-            folders.add(Path(str(args.get("dirpath"))))
+    folders.update(Path(str(args.get(key))) for args, key in _path_holders(trainer, sections)
+                   if key == "dirpath")
     return sorted(folders)
 
 
-def check_resume_checkpoint(trainer: Any, ckpt_path: str | None) -> None:
+def check_resume_checkpoint(trainer: Any, ckpt_path: str | None,
+                            sections: Iterable[Any] = ()) -> None:
     """Refuse to resume from a damaged checkpoint, before anything is built or written.
 
     ``ckpt_path`` is a file or ``"last"`` (resolved as Lightning does: the
@@ -138,7 +170,7 @@ def check_resume_checkpoint(trainer: Any, ckpt_path: str | None) -> None:
     """
     if not ckpt_path or str(ckpt_path) in ("best", "hpc", "registry"):
         return
-    folders = _checkpoint_folders(trainer)
+    folders = _checkpoint_folders(trainer, sections)
     if str(ckpt_path) == "last":
         found = [p for f in folders if f.is_dir() for p in f.glob("last*.ckpt")]
         if not found:

@@ -26,6 +26,7 @@ from data.datamodule import TranslationDataModule
 from model.rnn import RNNEncoderDecoder
 from model.transformer import Transformer
 from training.callbacks import SpeedMonitor
+from training.cli import CHECKPOINT_SECTIONS, resolve_config
 from inference.checkpoint import load_translator
 from training.module import TranslationModule
 from evaluation.metrics import tokenized_bleu
@@ -100,10 +101,11 @@ def test_compare_config_parses(name, tmp_path, monkeypatch):
     cli = train.TranslationCLI(TranslationModule, TranslationDataModule,
                                args=["--config", str(CONFIGS[name])], run=False)
     raw = yaml.safe_load(CONFIGS[name].read_text())
+    resolved = resolve_config("--config", str(CONFIGS[name]))
     expected, block = (RNNEncoderDecoder, "rnn") if name == "rnn" else (Transformer, "config")
     assert type(cli.model.model) is expected
     assert {k: getattr(cli.model.config, k) for k in raw["model"][block]} == raw["model"][block]
-    assert cli.model.config.vocab_size == raw["data"]["vocab_size"]
+    assert cli.model.config.vocab_size == resolved["data"]["vocab_size"]
     assert any(isinstance(c, SpeedMonitor) for c in cli.trainer.callbacks)
     assert cli.trainer.max_steps == raw["trainer"]["max_steps"]
 
@@ -148,8 +150,8 @@ def test_speed_monitor_logs_tokens_time_and_memory(tmp_path):
 
 
 # ------------------------------------------------------------ the script
-def test_run_override_moves_outputs_and_sets_budget(compare, tmp_path):
-    raw = yaml.safe_load(CONFIGS["rnn"].read_text())
+def test_run_override_moves_outputs_and_sets_budget(compare, tmp_path, monkeypatch):
+    raw = resolve_config("--config", str(CONFIGS["rnn"]), derive_paths=False)
     raw["trainer"]["callbacks"] = [c for c in raw["trainer"]["callbacks"]
                                    if not c["class_path"].endswith("SpeedMonitor")]
     run_dir = tmp_path / "rnn_seed3"
@@ -160,13 +162,19 @@ def test_run_override_moves_outputs_and_sets_budget(compare, tmp_path):
     assert (trainer["max_steps"], trainer["val_check_interval"]) == (300, 100)
     assert trainer["check_val_every_n_epoch"] is None and trainer["max_time"] == "00:00:07:30"
     assert trainer["logger"]["init_args"]["save_dir"] == str(run_dir)
-    dirpaths = [c["init_args"]["dirpath"] for c in trainer["callbacks"]
-                if "dirpath" in c.get("init_args", {})]
-    shipped = [c for c in raw["trainer"]["callbacks"] if "dirpath" in c.get("init_args", {})]
-    assert len(shipped) == 3  # best.ckpt, last.ckpt per validation, last.ckpt every N steps
-    assert dirpaths == [str(run_dir / "checkpoints")] * len(shipped)
     assert trainer["callbacks"][-1]["class_path"] == "training.callbacks.SpeedMonitor"
     assert "max_time" not in compare.run_override(raw, run_dir, 1)["trainer"]  # config's budget
+    # What the run trains with: every checkpoint folder under run_dir, SpeedMonitor added.
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    monkeypatch.chdir(REPO)
+    run = resolve_config("--config", str(CONFIGS["rnn"]), "--config",
+                         str(tmp_path / "override.yaml"))
+    dirpaths = [c["init_args"]["dirpath"] for c in run["trainer"]["callbacks"]
+                if "dirpath" in c.get("init_args", {})]
+    dirpaths += [run[name]["dirpath"] for name in CHECKPOINT_SECTIONS]
+    assert len(dirpaths) == 4  # best.ckpt, last.ckpt, last.ckpt every N steps, averaging
+    assert set(dirpaths) == {str(run_dir / "checkpoints"), str(run_dir / "checkpoints/averaging")}
+    assert run["trainer"]["logger"]["init_args"]["save_dir"] == str(run_dir)
 
 
 def synthetic_results(compare) -> list:

@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import recipe_callbacks
 from conftest import load_script
 from training.averaging import last_checkpoints
 from training.module import lr_multiplier
@@ -32,7 +31,6 @@ def _fit(tmp: Path, data: Path, trainer: dict, model: dict):
                     "enable_model_summary": False, "log_every_n_steps": 1,
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                "init_args": {"save_dir": str(run_dir)}},
-                    "callbacks": recipe_callbacks(TINY_CONFIG, run_dir),
                     **trainer},
         "model": {"config": SIZES, **model},
         "data": {"source": str(data), "cache_dir": str(tmp / "cache"), "vocab_size": 400,

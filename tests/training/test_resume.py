@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import recipe_callbacks
+from conftest import base_callbacks, checkpoint_every
 from data.datamodule import TranslationDataModule
 from model.config import TransformerConfig
 from inference.checkpoint import load_translator
@@ -59,16 +59,16 @@ def write_override(path: Path, run_dir: Path, data: Path, cache: Path,
                    kill_at: int | None = None) -> Path:
     """The shipped CPU recipe with tiny sizes, the test corpus, the run under
     ``run_dir`` and step checkpoints every ``INTERVAL`` updates."""
-    callbacks = recipe_callbacks(CPU_CONFIG, run_dir, every_n_train_steps=INTERVAL)
-    if kill_at is not None:
-        callbacks.append({"class_path": "killer.KillAtStep", "init_args": {"step": kill_at}})
+    killer = [{"class_path": "killer.KillAtStep", "init_args": {"step": kill_at}}] \
+        if kill_at is not None else []
     override = {
         "trainer": {"default_root_dir": str(run_dir), "max_epochs": EPOCHS,
                     "enable_progress_bar": False, "enable_model_summary": False,
                     "log_every_n_steps": 1, "precision": "32-true",
                     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                "init_args": {"save_dir": str(run_dir)}},
-                    "callbacks": callbacks},
+                    "callbacks": base_callbacks(*killer)},
+        **checkpoint_every(INTERVAL),
         "model": {"config": TINY, "warmup_steps": 10, "lr": 0.003},
         "data": {"source": str(data), "cache_dir": str(cache), "vocab_size": 400,
                  "max_tokens": 1024},

@@ -1,10 +1,12 @@
-"""One run directory (``training/run_dir.py``): ``--trainer.default_root_dir``
-moves every checkpoint folder and log of a shipped config, and a new run
+"""One run directory (``training/run_dir.py``): every checkpoint folder and log
+of a shipped recipe derives from ``trainer.default_root_dir``, configs that
+spell their paths out (saved ones, older versions) move with it, and a new run
 refuses a folder that holds another run's checkpoints.
 
-Reference: the shipped ``configs/*.yaml`` themselves (every ``dirpath`` and
-``save_dir`` they spell out must end up under the new directory, at the same
-place relative to it), and the trainer that ``LightningCLI`` builds from them.
+Reference: the recipes resolved without and with ``--trainer.default_root_dir``
+(every path at the same place relative to the run directory), the golden
+configs of ``tests/training/golden/`` (paths spelled out), and the trainer that
+``LightningCLI`` builds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from model.config import ConfigError
+from conftest import RECIPES
+from training.cli import CHECKPOINT_SECTIONS, resolve_config
 from training.run_dir import check_run_dir_free, config_file_roots, move_run_paths
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+GOLDEN = sorted((Path(__file__).resolve().parent / "golden").glob("*.yaml"))
 
 
 def spelled_paths(trainer: dict) -> list[str]:
@@ -30,8 +34,24 @@ def spelled_paths(trainer: dict) -> list[str]:
             + [g["init_args"]["save_dir"] for g in loggers if "save_dir" in g.get("init_args", {})])
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_shipped_path_moves(config, tmp_path):
+@pytest.mark.parametrize("config", RECIPES, ids=[c.stem for c in RECIPES])
+def test_every_recipe_path_derives_from_the_run_directory(config, tmp_path):
+    def paths(resolved: dict) -> list[str]:
+        return spelled_paths(resolved["trainer"]) + [resolved[name]["dirpath"]
+                                                      for name in CHECKPOINT_SECTIONS]
+
+    shipped = resolve_config("--config", str(config))
+    root = shipped["trainer"]["default_root_dir"]
+    assert root == f"runs/{config.stem}"
+    before = paths(shipped)
+    assert all(Path(p).is_relative_to(root) for p in before)
+    moved = paths(resolve_config("--config", str(config), "--trainer.default_root_dir",
+                                 str(tmp_path / "exp2")))
+    assert moved == [str(tmp_path / "exp2" / Path(p).relative_to(root)) for p in before]
+
+
+@pytest.mark.parametrize("config", GOLDEN, ids=[c.stem for c in GOLDEN])
+def test_every_spelled_out_path_moves(config, tmp_path):
     trainer = yaml.safe_load(config.read_text())["trainer"]
     root = trainer["default_root_dir"]
     before = spelled_paths(trainer)

@@ -28,7 +28,7 @@ import yaml
 
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import load_script, read_raw, recipe_callbacks
+from conftest import RECIPES, checkpoint_every, load_script, read_raw
 from data.batching import ParallelDataset, TokenBudgetBatchSampler, collate_batch
 from data.datamodule import TranslationDataModule
 from data.tokenizer import EOS_ID, PAD_ID
@@ -36,10 +36,11 @@ from model.config import TransformerConfig
 from inference.checkpoint import CheckpointError, load_translator
 from evaluation.metrics import corpus_scores, moses_lc_norm_tok
 from inference.decoding import translate
+from training.cli import CHECKPOINT_SECTIONS, resolve_config
 from training.module import CHECKPOINT_FORMAT, TranslationModule, inverse_sqrt_schedule, lr_multiplier
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = RECIPES
 
 
 
@@ -182,7 +183,7 @@ def test_config_parses(config, train_script, tmp_path, monkeypatch):
     """Every shipped config builds its trainer, model and data module (nothing runs)."""
     monkeypatch.chdir(tmp_path)  # relative output folders of the config land here
     monkeypatch.setattr(sys, "argv", ["train.py"])
-    raw = yaml.safe_load(config.read_text())
+    raw = resolve_config("--config", str(config))  # the base under it, defaults filled in
     args = ["--config", str(config)]
     if raw["trainer"].get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         # A GPU recipe on a machine without one: build it on the CPU, all else as written.
@@ -194,7 +195,8 @@ def test_config_parses(config, train_script, tmp_path, monkeypatch):
     # data.vocab_size is linked into the model.
     assert cli.model.config.vocab_size == cli.datamodule.vocab_size == raw["data"]["vocab_size"]
     for key, value in raw["model"].get("config", {}).items():
-        assert getattr(cli.model.config, key) == value, key
+        if key != "vocab_size":  # linked from data.vocab_size when the model is built
+            assert getattr(cli.model.config, key) == value, key
     for key, value in raw.get("data", {}).items():
         assert getattr(cli.datamodule.hparams, key) == value, key
     assert cli.trainer.max_epochs == raw["trainer"]["max_epochs"]
@@ -221,14 +223,14 @@ class _FallingBleu(L.LightningModule):
 def test_config_checkpoints_best_and_last(config, tmp_path):
     """The shipped checkpoint callbacks keep best.ckpt (highest val_bleu) and
     last.ckpt (the final weights), also when the last epochs do not improve."""
-    raw = yaml.safe_load(config.read_text())
-    root = raw["trainer"]["default_root_dir"]
+    raw = resolve_config("--config", str(config), "--trainer.default_root_dir", str(tmp_path))
+    entries = raw["trainer"]["callbacks"] + [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": raw[name]}
+        for name in CHECKPOINT_SECTIONS]
     callbacks = []
-    for entry in raw["trainer"]["callbacks"]:
+    for entry in entries:
         module_name, class_name = entry["class_path"].rsplit(".", 1)
         args = dict(entry.get("init_args", {}))
-        if "dirpath" in args:
-            args["dirpath"] = args["dirpath"].replace(root, str(tmp_path), 1)
         callbacks.append(getattr(importlib.import_module(module_name), class_name)(**args))
     loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
     model = _FallingBleu()
@@ -263,15 +265,12 @@ TINY = {"num_hiddens": 32, "ffn_num_hiddens": 64, "num_heads": 2,
 def trained(multi30k_small, tmp_path_factory, train_script):
     """Train a tiny model once on the 400-pair corpus with the CPU recipe; share its outputs.
 
-    Only sizes, lengths and output folders are overridden: the callbacks are the
-    shipped ones with their ``dirpath`` moved under the temp folder (jsonargparse
-    cannot override one list entry from the command line, so a second YAML
-    file redefines the whole list).
+    Only sizes, lengths, checkpoint intervals and the run directory are
+    overridden: the callbacks are the shipped ones, their folders derived from
+    the run directory.
     """
     tmp = tmp_path_factory.mktemp("e2e")
     run_dir = tmp / "run"
-    # checkpoints every 10 updates instead of 50/100: this run has ~60
-    callbacks = recipe_callbacks(CPU_CONFIG, run_dir, every_n_train_steps=UPDATE_INTERVAL)
     override = {
         "trainer": {
             "default_root_dir": str(run_dir),
@@ -284,8 +283,9 @@ def trained(multi30k_small, tmp_path_factory, train_script):
             "precision": "32-true",
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                        "init_args": {"save_dir": str(run_dir)}},
-            "callbacks": callbacks,
         },
+        # checkpoints every 10 updates instead of 50/100: this run has ~60
+        **checkpoint_every(UPDATE_INTERVAL),
         # cooldown 0: the inverse-square-root schedule these few updates had under the
         # recipe's former 2150-update cooldown (the recipe's -1 would hold the lr near its
         # peak for all of them; tests/training/test_resume.py runs the recipe's -1 as it ships).

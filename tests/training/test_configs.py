@@ -1,0 +1,106 @@
+"""The shipped configs: a base file and small recipes that resolve to what the
+recipes were before they were split (``tests/training/golden/``: their
+``--print_config`` outputs, committed before the change).
+
+Allowed differences, each asked for by an issue: the ``ModelCheckpoint``
+callbacks a recipe tunes key by key moved from ``trainer.callbacks`` to the
+``checkpoint_interval`` and ``averaging_checkpoints`` sections (#33; compared
+as one set of callbacks here), every recipe logs ``SpeedMonitor``'s tokens/s
+(#33, one base for all), and ``CHANGED`` lists the values an issue changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.cli import CHECKPOINT_SECTIONS, resolve_config
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RECIPES = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("base"))
+MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+SPEED_MONITOR = "training.callbacks.SpeedMonitor"
+#: recipe -> {dotted key: new value} changed on purpose since the golden file.
+CHANGED: dict[str, dict[str, object]] = {}
+
+
+def _plain(value):
+    """Drop None values (a dump leaves them out where print_config writes them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _callbacks(config: dict) -> list[str]:
+    """Every callback the trainer gets, as sorted JSON: ``trainer.callbacks`` and the
+    checkpoint sections, without sections that keep nothing (``save_top_k: 0``)."""
+    entries = list(config["trainer"].get("callbacks") or [])
+    for name in CHECKPOINT_SECTIONS:
+        section = config.pop(name, None)
+        if section is not None and section.get("save_top_k") != 0:
+            entries.append({"class_path": MODEL_CHECKPOINT, "init_args": section})
+    config["trainer"].pop("callbacks", None)
+    return sorted(json.dumps(_plain(entry), sort_keys=True) for entry in entries)
+
+
+def _set(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        config = config[key]
+    config[last] = value
+
+
+def test_every_recipe_has_a_golden_file_and_a_base():
+    assert (REPO / "configs" / "base.yaml").is_file()
+    assert {p.stem for p in RECIPES} == {p.stem for p in GOLDEN.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_is_small_and_says_no_result(recipe):
+    """At most 40 key lines; comments say what a key means, never a result."""
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    keys = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    assert len(keys) <= 40, (recipe.name, len(keys))
+    for line in lines:
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        assert "val 3" not in comment and "test 3" not in comment and "BLEU 3" not in comment, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_resolves_to_its_golden_config(recipe, monkeypatch):
+    monkeypatch.chdir(REPO)  # the configs' relative paths, as a user runs them
+    new = resolve_config("--config", f"configs/{recipe.name}")
+    old = yaml.safe_load((GOLDEN / recipe.name).read_text())
+    for config in (new, old):
+        config.pop("config", None)
+        config.pop("ckpt_path", None)
+    old_callbacks, new_callbacks = _callbacks(old), _callbacks(new)
+    speed = json.dumps(_plain({"class_path": SPEED_MONITOR,
+                               "init_args": {"token_key": "tgt_valid_len"}}), sort_keys=True)
+    if speed not in old_callbacks:
+        old_callbacks = sorted(old_callbacks + [speed])
+    assert new_callbacks == old_callbacks
+    for dotted, value in CHANGED.get(recipe.stem, {}).items():
+        _set(old, dotted, value)
+    assert _plain(new) == _plain(old)
+
+
+def test_run_directory_is_one_setting(tmp_path, monkeypatch):
+    """``--trainer.default_root_dir`` alone moves every checkpoint and log path."""
+    monkeypatch.chdir(REPO)
+    config = resolve_config("--config", "configs/multi30k_tiny.yaml",
+                            "--trainer.default_root_dir", str(tmp_path / "exp"))
+    paths = [c["init_args"]["dirpath"] for c in config["trainer"]["callbacks"]
+             if "dirpath" in c.get("init_args", {})]
+    paths += [config[name]["dirpath"] for name in CHECKPOINT_SECTIONS]
+    paths += [logger["init_args"]["save_dir"] for logger in config["trainer"]["logger"]]
+    assert sorted(paths) == sorted([str(tmp_path / "exp" / "checkpoints")] * 3 + [
+        str(tmp_path / "exp" / "checkpoints" / "epochs"), str(tmp_path / "exp"),
+        str(tmp_path / "exp")])
