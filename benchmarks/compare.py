@@ -44,7 +44,7 @@ from .names import DEFAULT_CONFIGS  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
-           "NOT_RUN",
+           "NOT_RUN", "read_metrics", "train", "STARTED_FILE",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,49 +109,87 @@ def run_override(resolved: dict, run_dir: Path, seed: int, max_steps: int | None
     return override
 
 
-def train(config: Path, run_dir: Path, override: dict,
-          threads: int | None = None) -> tuple[int, float]:
+#: A run's key (:func:`_run_key`) and the seconds its training processes took so far,
+#: written when it starts: ``--resume`` continues a run cut off midway only if it matches.
+STARTED_FILE = "started.json"
+
+
+def _interrupted(run_dir: Path, key: dict) -> float | None:
+    """Seconds already trained if ``run_dir`` holds a cut-off run of ``key`` with a
+    ``last.ckpt`` to continue from, else None."""
+    try:
+        started = json.loads((run_dir / STARTED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if started.get("key") != json.loads(json.dumps(key)) or \
+            not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return None
+    return float(started.get("process_seconds", 0.0))
+
+
+def train(config: Path, run_dir: Path, override: dict, threads: int | None = None,
+          key: dict | None = None, resume: bool = False) -> tuple[int, float]:
     """Train ``config`` + ``override`` as a ``scripts/train.py`` subprocess (cwd: the repository).
 
     ``threads`` sets ``OMP_NUM_THREADS`` of the subprocess (None: inherited).
+    With ``resume``, a run of the same ``key`` that was cut off midway goes on
+    from its ``last.ckpt`` (``--ckpt_path last``: weights, optimizer, schedule,
+    data position, random state); otherwise the folder starts empty.
 
     Returns:
-        The exit code and the subprocess's wall time in seconds; its output
-        is in ``run_dir/train.log``.
+        The exit code and the wall time in seconds of the run's training
+        processes (those before a resume included); the output is in
+        ``run_dir/train.log``.
     """
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # stale checkpoints would become best-v1.ckpt
-    run_dir.mkdir(parents=True)
+    done = _interrupted(run_dir, key) if resume and key is not None else None
+    if done is None:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # stale checkpoints would become best-v1.ckpt
+        run_dir.mkdir(parents=True)
+        done = 0.0
     override_path = run_dir / "override.yaml"
     override_path.write_text(yaml.safe_dump(override, sort_keys=False))
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "fit",
                "--config", str(Path(config).resolve()), "--config", str(override_path)]
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        command += ["--ckpt_path", "last"]
+    started = {"key": key, "process_seconds": done}
+    (run_dir / STARTED_FILE).write_text(json.dumps(started, indent=1))
     start = time.perf_counter()
-    with open(run_dir / "train.log", "w") as log:
+    with open(run_dir / "train.log", "a") as log:
         log.write(shlex.join(command) + "\n")
         log.flush()
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               env=env).returncode
-    return code, time.perf_counter() - start
+    seconds = done + time.perf_counter() - start
+    (run_dir / STARTED_FILE).write_text(json.dumps({**started, "process_seconds": seconds},
+                                                   indent=1))
+    return code, seconds
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
-    """The newest ``lightning_logs/version_N/metrics.csv`` of a run, merged by step.
+    """A run's ``lightning_logs/version_N/metrics.csv`` files, merged by step.
 
-    Keys are optimizer updates done: Lightning's ``step`` column holds the
-    0-based index of the latest update (a validation after 100 updates is
-    logged at step 99), so 1 is added.
+    A resumed run writes a new version from the step it resumed at; where two
+    versions log the same step (updates retrained after the last checkpoint),
+    the newer one wins. Keys are optimizer updates done: Lightning's ``step``
+    column holds the 0-based index of the latest update (a validation after
+    100 updates is logged at step 99), so 1 is added.
     """
     files = sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"),
                    key=lambda p: int(p.parent.name.split("_")[-1]))
-    if not files:
-        return {}
     steps: dict[int, dict[str, float]] = {}
-    with open(files[-1], newline="") as f:
-        for row in csv.DictReader(f):
-            values = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
-            steps.setdefault(int(row["step"]) + 1, {}).update(values)
+    for path in files:
+        resumed: dict[int, dict[str, float]] = {}
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                values = {k: float(v) for k, v in row.items()
+                          if k != "step" and v not in ("", None)}
+                resumed.setdefault(int(row["step"]) + 1, {}).update(values)
+        if resumed:  # what this version trained again replaces the older version's rows
+            steps = {s: m for s, m in steps.items() if s < min(resumed)}
+        steps.update(resumed)
     return steps
 
 
@@ -295,7 +333,8 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace,
     result = RunResult(model_name(config), seed, machine=machine)
     run_dir, override = _run_dir_and_override(config, seed, out, args)
     key = _run_key(config, override)
-    code, result.process_seconds = train(config, run_dir, override, args.threads)
+    code, result.process_seconds = train(config, run_dir, override, args.threads, key,
+                                         resume=args.resume)
     fill_from_metrics(result, read_metrics(run_dir))
     ckpt_dir = run_dir / "checkpoints"
     ckpt = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else ckpt_dir / "last.ckpt"

@@ -1,7 +1,7 @@
 """Compare three attention baselines on en->de Multi30k, over several seeds.
 
-    python scripts/compare_attention.py                              # configs' budget, seeds 1 2
-    python scripts/compare_attention.py --max-steps 300 --seeds 1 2 --threads 1  # CPU budget
+    python scripts/compare_attention.py --resume           # the configs' budget, seeds 1 2 3
+    python scripts/compare_attention.py --max-steps 300 --seeds 1 --threads 1  # a quick look
 
 The baselines are ``configs/compare_transformer_dot.yaml`` (Transformer,
 scaled dot-product attention), ``configs/compare_transformer_additive.yaml``
@@ -11,7 +11,8 @@ configs can be given as arguments. Each (config, seed) trains as a subprocess
 of ``scripts/train.py`` with an override YAML (``override.yaml`` in the run
 folder) that sets the seed and the budget and sends logs and checkpoints to
 ``OUT/<name>_seed<k>/`` (an existing folder of that name is replaced, unless
-``--resume`` finds a finished run there: see below). Then
+``--resume`` finds a finished or an interrupted run of the same settings there:
+see below). Then
 its ``best.ckpt`` (best validation BLEU) is decoded greedily on the test
 split in this process and scored with
 :func:`evaluation.selection.evaluate_translator` (cased BLEU, chrF and the
@@ -29,8 +30,11 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
 
 - ``OUT/<name>_seed<k>/result.json``: that run's figures, which
   ``--resume`` reads back instead of training the run again when the config
-  file, seed and budget are the same (a run that failed, or one with another
-  budget, trains again). Runs go seed by seed (every model's seed 1, then
+  files (the recipe and ``configs/base.yaml``), seed and budget are the same
+  (a run that failed, or one with another budget, trains again). A run cut
+  off midway (its ``started.json`` matches, no ``result.json``) goes on from
+  its ``last.ckpt`` with ``--resume`` (weights, optimizer, schedule, data
+  position and the SpeedMonitor's counts), rather than from scratch. Runs go seed by seed (every model's seed 1, then
   seed 2, ...), so a comparison stopped part-way (``Ctrl-C``, the end of a
   session) and resumed later has covered the models evenly. The report names
   the machine of every run that trained on another one. ``--report-only``
@@ -48,19 +52,11 @@ Budget: ``--max-steps`` (updates; default the configs' ``trainer.max_steps``)
 and ``--max-minutes`` (training wall time per run) replace the configs'
 values; ``--num-evals`` validations per run at equal step intervals.
 
-Reduced-budget CPU command (2-core CPU, full Multi30k, 6 runs of 300 updates
-with 3 validations each):
-
-    python scripts/compare_attention.py --max-steps 300 --seeds 1 2 --threads 1
-
-estimated at about 25 minutes in total from single-thread measurements on
-this machine (training steps of 0.57 s for transformer_dot, 0.83 s for
-transformer_additive, 0.58 s for rnn; about 7-11 s per greedy pass over the
-validation or test set; about 10 s start-up per run). ``--threads 1`` keeps
-the runs robust on a shared machine: with PyTorch's default of 2 threads a
-training step became 10-30 times slower whenever another process was busy,
-while on an idle machine 2 threads are faster (the same command without
-``--threads 1``: roughly 15 minutes, estimated).
+The budget is counted in updates (the configs: 4000, no ``max_time``), so a
+slower or busier machine changes the wall time, not the result. ``--threads
+1`` keeps the runs robust on a shared machine: with PyTorch's default of 2
+threads a training step became 10-30 times slower whenever another process
+was busy, while on an idle machine 2 threads are faster.
 """
 
 from __future__ import annotations
@@ -84,12 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = make_parser(SCRIPT, __doc__)
     p.add_argument("configs", nargs="*", type=Path, default=DEFAULT_CONFIGS,
                    help="training configs to compare (default: the three configs/compare_*.yaml)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="seeds per config")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds per config")
     p.add_argument("--max-steps", type=int, default=None,
                    help="optimizer updates per run (default: the config's trainer.max_steps)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="training wall-time limit per run in minutes (default: the config's)")
-    p.add_argument("--num-evals", type=int, default=3,
+    p.add_argument("--num-evals", type=int, default=10,
                    help="validations per run, at equal step intervals")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare",
                    help="report folder; runs go to OUT/<name>_seed<k>/")

@@ -55,6 +55,8 @@ class SpeedMonitor(L.Callback):
       start to the next training batch, so checkpoint writing is left out).
     - ``train_tokens_per_sec``: ``train_tokens / train_time``.
     - ``wall_time``: seconds since training started, validation included.
+
+    A run resumed from a checkpoint counts on from the values saved in it.
     - ``peak_memory_mb``: see :func:`peak_memory_mb` (CUDA tensor memory on
       a GPU, peak resident set size of the process on a CPU).
 
@@ -72,10 +74,25 @@ class SpeedMonitor(L.Callback):
         self._segment_start: float | None = None
         self._train_time = 0.0
         self._tokens: torch.Tensor | int = 0
+        self._resumed: dict[str, float] | None = None
+
+    def state_dict(self) -> dict[str, float]:
+        """Tokens, training time and wall time so far, saved in checkpoints: a
+        resumed run (``--ckpt_path last``) goes on counting from them."""
+        now = time.perf_counter()
+        running = now - self._segment_start if self._segment_start is not None else 0.0
+        return {"train_tokens": float(self._tokens), "train_time": self._train_time + running,
+                "wall_time": now - self._start if self._start is not None else 0.0}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._resumed = dict(state_dict)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._segment_start, self._train_time, self._tokens = None, 0.0, 0
+        resumed, self._resumed = self._resumed or {}, None
+        self._start = time.perf_counter() - resumed.get("wall_time", 0.0)
+        self._segment_start = None
+        self._train_time = resumed.get("train_time", 0.0)
+        self._tokens = resumed.get("train_tokens", 0)
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 

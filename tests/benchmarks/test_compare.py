@@ -373,10 +373,21 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     assert again == results
     assert {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES} == logs
     assert "## At equal wall time" in (out / "report.md").read_text()
+    # a run without result.json but with its started.json and last.ckpt (cut off after its
+    # last checkpoint) goes on from last.ckpt: same weights, the log appended, not retrained
+    (out / f"{NAMES[0]}_seed1" / "result.json").unlink()
+    resumed = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1",
+                            "--out", str(out), "--device", "cpu", "--threads", "1", "--resume"])
+    log = (out / f"{NAMES[0]}_seed1" / "train.log").read_text().splitlines()
+    commands = [line for line in log if "scripts/train.py fit" in line]
+    assert len(commands) == 2 and commands[1].endswith("--ckpt_path last")
+    assert resumed[0].test_bleu == results[0].test_bleu
+    assert resumed[0].process_seconds > results[0].process_seconds
+    assert resumed[1:] == results[1:]
     # --report-only trains nothing: seed 2 is listed as not run yet
     rebuilt = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1", "2",
                             "--out", str(out), "--device", "cpu", "--report-only"])
-    assert rebuilt[:3] == results
+    assert rebuilt[:3] == resumed
     assert [(r.model, r.status) for r in rebuilt[3:]] == [(n, compare.NOT_RUN) for n in NAMES]
     assert not any((out / f"{n}_seed2").exists() for n in NAMES)
     report = (out / "report.md").read_text()
@@ -402,3 +413,32 @@ def test_report_names_runs_of_other_machines(compare, tmp_path):
     assert f"{os.cpu_count()} cores" in described and f"torch {torch.__version__}" in described
     if Path("/proc/cpuinfo").is_file() and "cpu family" in Path("/proc/cpuinfo").read_text():
         assert " family " in described and " model " in described
+
+
+def test_read_metrics_merges_the_versions_of_a_resumed_run(compare, tmp_path):
+    """A resumed run logs a new version from its checkpoint's step on: its rows
+    replace the older version's from there, earlier rows stay."""
+    for version, steps in ((0, range(0, 10)), (1, range(6, 12))):
+        folder = tmp_path / "lightning_logs" / f"version_{version}"
+        folder.mkdir(parents=True)
+        with open(folder / "metrics.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "train_loss", "val_bleu"])
+            for step in steps:
+                writer.writerow([step, 10 * version + step, 1.0 if step % 4 == 3 else ""])
+    merged = compare.read_metrics(tmp_path)
+    assert sorted(merged) == list(range(1, 13))
+    assert [merged[s]["train_loss"] for s in (6, 7, 12)] == [5.0, 16.0, 21.0]
+    assert [s for s in sorted(merged) if "val_bleu" in merged[s]] == [4, 8, 12]
+
+
+def test_speed_monitor_counts_on_after_a_resume():
+    monitor = SpeedMonitor()
+    monitor._start, monitor._train_time, monitor._tokens = 0.0, 12.5, 4000
+    state = monitor.state_dict()
+    assert state["train_tokens"] == 4000 and state["train_time"] == 12.5
+    resumed = SpeedMonitor()
+    resumed.load_state_dict(state)
+    resumed.on_train_start(None, types.SimpleNamespace(device=torch.device("cpu")))
+    assert resumed._train_time == 12.5 and resumed._tokens == 4000
+    assert resumed.metrics(torch.device("cpu"))["wall_time"] >= state["wall_time"]
