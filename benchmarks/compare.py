@@ -1,6 +1,7 @@
 """The attention comparison: runs (a ``scripts/train.py`` subprocess per
 config and seed), their metrics and saved results; aggregation, significance,
-plots and the report are in :mod:`benchmarks.compare_report` (re-exported here). ``scripts/compare_attention.py`` is its command line; its docstring
+plots and the report are in :mod:`benchmarks.compare_report` (re-exported here).
+``scripts/compare_attention.py`` is its command line; its docstring
 describes the outputs and budgets.
 """
 

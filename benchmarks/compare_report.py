@@ -41,7 +41,8 @@ COLUMNS = [
     ("test_bleu_lc_norm_tok", "test papers' BLEU (lc.norm.tok)", "{:.2f}"),
 ]
 CSV_FIELDS = ["model", "seed", "status", "parameters", "train_tokens_per_sec", "peak_memory_mb",
-              "wall_time", "process_seconds", "steps", "best_step", "val_bleu", "val_chrf", "val_bleu_lc_norm_tok",
+              "wall_time", "process_seconds", "steps", "best_step", "val_bleu", "val_chrf",
+              "val_bleu_lc_norm_tok",
               "test_bleu", "test_chrf", "test_bleu_lc_norm_tok"]
 
 

@@ -1,4 +1,5 @@
-"""The training-speed benchmark: our Transformer against :class:`benchmarks.reference.ReferenceTransformer`
+"""The training-speed benchmark: our Transformer against
+:class:`benchmarks.reference.ReferenceTransformer`
 (``torch.nn.Transformer``), bare training steps and ``Trainer.fit``, tokens/s,
 model FLOPs, MFU and step memory. ``scripts/benchmark_train.py`` is its
 command line; its docstring describes the method.

@@ -28,18 +28,18 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   training loss; one colour per model, the mean over seeds drawn solid and
   each seed faintly.
 
-- ``OUT/<name>_seed<k>/result.json``: that run's figures, which
-  ``--resume`` reads back instead of training the run again when the config
-  files (the recipe and ``configs/base.yaml``), seed and budget are the same
-  (a run that failed, or one with another budget, trains again). A run cut
-  off midway (its ``started.json`` matches, no ``result.json``) goes on from
-  its ``last.ckpt`` with ``--resume`` (weights, optimizer, schedule, data
-  position and the SpeedMonitor's counts), rather than from scratch. Runs go seed by seed (every model's seed 1, then
-  seed 2, ...), so a comparison stopped part-way (``Ctrl-C``, the end of a
-  session) and resumed later has covered the models evenly. The report names
-  the machine of every run that trained on another one. ``--report-only``
-  trains nothing and rewrites the report from the finished runs (the
-  others listed as not run yet).
+- ``OUT/<name>_seed<k>/result.json``: that run's figures, which ``--resume``
+  reads back instead of training the run again when the config files (the
+  recipe and ``configs/base.yaml``), seed and budget are the same (a run that
+  failed, or one with another budget, trains again). A run cut off midway (its
+  ``started.json`` matches, no ``result.json``) goes on from its ``last.ckpt``
+  with ``--resume`` (weights, optimizer, schedule, data position and the
+  SpeedMonitor's counts), rather than from scratch. Runs go seed by seed
+  (every model's seed 1, then seed 2, ...), so a comparison stopped part-way
+  (``Ctrl-C``, the end of a session) and resumed later has covered the models
+  evenly. The report names the machine of every run that trained on another
+  one. ``--report-only`` trains nothing and rewrites the report from the
+  finished runs (the others listed as not run yet).
 - an "equal wall time" table in ``report.md``: the same runs read when the
   fastest model had spent its update budget (best validation BLEU logged
   by then, updates by then).

@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "several with --select-on")
     p.add_argument("--select-on", default=None, metavar="SPLIT",
                    help="score every --ckpt x --beam x --lenpen on SPLIT (the validation split, "
-                        "never the test split), then evaluate the best one by cased BLEU on --split")
+                        "never the test split), then evaluate the best one by cased BLEU on "
+                        "--split")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole prefix every step (slow; for comparison)")
     p.add_argument("--max-len-a", type=float, default=None, help="output length limit a*src+b: a")

@@ -3,7 +3,7 @@ r"""Translate sentences with a trained checkpoint.
     python scripts/translate.py --ckpt runs/multi30k_cpu/checkpoints/best.ckpt "A man rides a bike."
     python scripts/translate.py --ckpt RUN.ckpt --beam 5 --input sentences.en > sentences.de
     cat sentences.en | python scripts/translate.py --ckpt RUN.ckpt     # streams, batch by batch
-    python scripts/translate.py --ckpt RUN.ckpt                        # interactive: a line, a translation
+    python scripts/translate.py --ckpt RUN.ckpt                 # interactive: a line, a translation
 
 Writes one line per input line, in input order: a line with nothing to
 translate (empty, whitespace-only, or only characters the tokenizer drops, such

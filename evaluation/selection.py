@@ -77,7 +77,8 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
 def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
                     lenpens: Sequence[float | None], split: str = "val",
                     device: str | torch.device = "cpu", metric: str = "bleu",
-                    load_options: dict | None = None, **decoding_overrides) -> tuple[str, DecodingConfig, list[dict]]:
+                    load_options: dict | None = None, **decoding_overrides
+                    ) -> tuple[str, DecodingConfig, list[dict]]:
     """Every checkpoint × beam × length penalty scored on ``split``; the best by
     ``metric`` (cased sacreBLEU by default) wins, ties to the earliest.
 

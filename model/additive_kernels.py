@@ -1,4 +1,5 @@
-"""The kernels that compute additive (Bahdanau) attention scores for :class:`model.attention.AdditiveAttention`.
+"""The kernels that compute additive (Bahdanau) attention scores for
+:class:`model.attention.AdditiveAttention`.
 
 ``score(q, k) = w_v^T tanh(q + k)`` over a ``(B, [H,] Q, K, num_hiddens)`` hidden
 tensor: :func:`_naive_additive_scores` is the formula; :class:`_ChunkedAdditiveScores`

@@ -1,8 +1,8 @@
-"""``python scripts/average_checkpoints.py ...``: the command of :mod:`commands.average_checkpoints` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/average_checkpoints.py ...``: the command of :mod:`commands.average_checkpoints`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.average_checkpoints import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.average_checkpoints import main, run  # noqa: F401
+from commands.average_checkpoints import run
 
 if __name__ == "__main__":
     run()

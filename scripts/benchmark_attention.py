@@ -1,8 +1,8 @@
-"""``python scripts/benchmark_attention.py ...``: the command of :mod:`commands.benchmark_attention` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/benchmark_attention.py ...``: the command of :mod:`commands.benchmark_attention`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.benchmark_attention import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.benchmark_attention import main, run  # noqa: F401
+from commands.benchmark_attention import run
 
 if __name__ == "__main__":
     run()

@@ -1,8 +1,8 @@
-"""``python scripts/benchmark_data.py ...``: the command of :mod:`commands.benchmark_data` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/benchmark_data.py ...``: the command of :mod:`commands.benchmark_data`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.benchmark_data import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.benchmark_data import main, run  # noqa: F401
+from commands.benchmark_data import run
 
 if __name__ == "__main__":
     run()

@@ -1,8 +1,8 @@
-"""``python scripts/evaluate.py ...``: the command of :mod:`commands.evaluate` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/evaluate.py ...``: the command of :mod:`commands.evaluate`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.evaluate import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.evaluate import main, run  # noqa: F401
+from commands.evaluate import run
 
 if __name__ == "__main__":
     run()

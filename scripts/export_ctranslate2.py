@@ -1,8 +1,8 @@
-"""``python scripts/export_ctranslate2.py ...``: the command of :mod:`commands.export_ctranslate2` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/export_ctranslate2.py ...``: the command of :mod:`commands.export_ctranslate2`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.export_ctranslate2 import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.export_ctranslate2 import main, run  # noqa: F401
+from commands.export_ctranslate2 import run
 
 if __name__ == "__main__":
     run()

@@ -1,8 +1,8 @@
-"""``python scripts/train.py ...``: the command of :mod:`commands.train` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/train.py ...``: the command of :mod:`commands.train`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.train import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.train import main, run  # noqa: F401
+from commands.train import run
 
 if __name__ == "__main__":
     run()

@@ -1,8 +1,8 @@
-"""``python scripts/translate.py ...``: the command of :mod:`commands.translate` (its docstring
-and ``--help`` say what it does)."""
+"""``python scripts/translate.py ...``: the command of :mod:`commands.translate`
+(its docstring and ``--help`` say what it does; ``main(argv)`` there is the
+same work for callers in Python)."""
 
-from commands.translate import *  # noqa: F401,F403 (what tests and users import from the script)
-from commands.translate import main, run  # noqa: F401
+from commands.translate import run
 
 if __name__ == "__main__":
     run()

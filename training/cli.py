@@ -135,6 +135,11 @@ def resolve_config(*args: str, derive_paths: bool = True) -> dict:
 
     from .module import TranslationModule
 
+    import sys
+    from unittest import mock
+
     parse_only = type("ParseOnly", (_ParseOnly,), {"derive_paths": derive_paths})
-    cli = parse_only(TranslationModule, TranslationDataModule, run=False, args=list(args))
+    # The caller's own command line is not this config's (LightningCLI warns on both).
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = parse_only(TranslationModule, TranslationDataModule, run=False, args=list(args))
     return yaml.safe_load(cli.parser.dump(cli.config, skip_check=True))

@@ -7,7 +7,8 @@ sets only ``trainer.default_root_dir: runs/<recipe>``, and
 single ``--save-dir`` and JoeyNMT's ``model_dir`` give). Absolute paths stay
 as written. Configs that spell the paths out under their own
 ``default_root_dir`` (saved ``config.yaml`` files, configs of older versions)
-still move with a new ``--trainer.default_root_dir`` (:func:`move_run_paths`). A new run refuses a run
+still move with a new ``--trainer.default_root_dir`` (:func:`move_run_paths`).
+A new run refuses a run
 directory that already holds checkpoints, unless it resumes one of them
 (``--ckpt_path``): a second experiment never silently overwrites the first
 one's ``last.ckpt``.

@@ -169,7 +169,7 @@ def test_commands_are_entry_points_and_scripts():
         assert callable(getattr(importlib.import_module(module), function)), target
     for script in sorted((REPO / "scripts").glob("*.py")):
         assert (REPO / "commands" / script.name).is_file(), script
-        assert f"from commands.{script.stem} import main, run" in script.read_text(), script
+        assert f"from commands.{script.stem} import run" in script.read_text(), script
     for package in (*ALLOWED, "scripts", "tests"):
         for path in (REPO / package).rglob("*.py"):
             assert "sys.path.insert" not in path.read_text(encoding="utf-8") or \
