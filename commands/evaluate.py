@@ -25,7 +25,8 @@ import argparse
 import json
 from pathlib import Path
 
-from inference.options import add_engine_arguments, engine_options, require_at_least
+from inference.options import add_engine_arguments, add_lenpen_norm_argument, engine_options, \
+    require_at_least
 
 from .common import add_device_argument, make_parser, resolve_device, run_command
 
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<corpus>-tok/ if it exists, else the raw references tokenized here; "
                         "'raw' forces the latter")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
+    add_lenpen_norm_argument(p)
     add_device_argument(p)
     add_engine_arguments(p)
     args = p.parse_args(argv)
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args.device = resolve_device(args.device)
     overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                     lenpen_norm=args.lenpen_norm,
                      use_cache=not args.no_cache)
     ckpt, selection = args.ckpt[0], None
     if args.select_on:
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     if selection:  # what was chosen, for scripts that decode with it next (run_main.sh)
         (out / "selected.json").write_text(json.dumps(
             {"checkpoint": str(ckpt), "beam": decoding.beam_size, "lenpen": decoding.alpha,
+             "lenpen_norm": decoding.lenpen_norm,
              "metrics": str(metrics_path)}, indent=2) + "\n")
     print(f"{split} {scores['src_lang']}->{tgt_lang} ({len(hyps)} sentences, "
           f"{scores['decoding']}, {scores['decode_seconds']:.1f} s on {args.device}, "

@@ -32,7 +32,7 @@ import contextlib
 import os
 import sys
 
-from inference.options import add_engine_arguments, engine_options
+from inference.options import add_engine_arguments, add_lenpen_norm_argument, engine_options
 
 from .common import add_device_argument, make_parser, resolve_device, run_command
 
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention-plot", default=None, metavar="PATH",
                    help="write a heatmap (PNG) of the encoder-decoder attention of the first "
                         "translated sentence, subwords as tick labels")
+    add_lenpen_norm_argument(p)
     add_device_argument(p)
     add_engine_arguments(p)
     args = p.parse_args(argv)
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     beam = args.beam if args.beam is not None else max(translator.decoding().beam_size,
                                                        args.nbest)
     decoding = translator.decoding(beam_size=beam, alpha=args.lenpen, nbest=args.nbest,
-                                   max_len_a=args.max_len_a, max_len_b=args.max_len_b)
+                                   max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                                   lenpen_norm=args.lenpen_norm)
     batch_size = args.batch_size
     with contextlib.ExitStack() as stack:
         if args.sentences:

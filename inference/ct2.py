@@ -439,7 +439,8 @@ class CTranslate2Translator(Translator):
                                      [None] * len(result.hypotheses)):
                 seq = [sp.piece_to_id(t) for t in tokens][: cap - 1] + [EOS_ID]
                 if gnmt:
-                    score = score / length_penalty(float(len(seq)), decoding.alpha)
+                    score = score / length_penalty(float(len(seq)), decoding.alpha,
+                                                   decoding.lenpen_norm)
                 hyps.append((seq, score))
             if gnmt:
                 hyps.sort(key=lambda h: -h[1])

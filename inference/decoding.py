@@ -26,7 +26,9 @@ class DecodingConfig:
 
     Attributes:
         beam_size: beams per sentence; 1 is greedy decoding.
-        alpha: GNMT length-penalty exponent (beam search only).
+        alpha: length-penalty exponent (beam search only).
+        lenpen_norm: how ``alpha`` normalizes: ``"gnmt"`` (``((5 + |Y|) / 6) ** alpha``)
+            or ``"fairseq"`` (``|Y| ** alpha``); :func:`model.decoding.length_penalty`.
         max_len_a: output length limit ``a * source_length + b`` (a).
         max_len_b: output length limit (b).
         nbest: hypotheses returned per sentence (<= ``beam_size``).
@@ -35,6 +37,7 @@ class DecodingConfig:
 
     beam_size: int = 1
     alpha: float = 1.0
+    lenpen_norm: str = "gnmt"
     max_len_a: float = 1.2
     max_len_b: int = 10
     nbest: int = 1
@@ -42,7 +45,10 @@ class DecodingConfig:
 
     def describe(self) -> str:
         """``"greedy"`` or ``"beam 5 lenpen 1.6"``, as reports print it."""
-        return "greedy" if self.beam_size == 1 else f"beam {self.beam_size} lenpen {self.alpha}"
+        if self.beam_size == 1:
+            return "greedy"
+        norm = "" if self.lenpen_norm == "gnmt" else f" ({self.lenpen_norm})"
+        return f"beam {self.beam_size} lenpen {self.alpha}{norm}"
 
 
 class DecodingError(ValueError):
@@ -99,7 +105,8 @@ def decode_batch(model: nn.Module, tokenizer: Tokenizer, batch: dict[str, torch.
         return [[Hypothesis(text, None, row)] for text, row in zip(tokenizer.decode(ids), ids)]
     result = beam_search(model, batch["src"], batch["src_valid_len"], **special,
                          beam_size=d.beam_size, max_len_a=d.max_len_a, max_len_b=d.max_len_b,
-                         alpha=d.alpha, nbest=d.nbest, use_cache=d.use_cache)
+                         alpha=d.alpha, nbest=d.nbest, use_cache=d.use_cache,
+                         lenpen_norm=d.lenpen_norm)
     B, N, L = result.tokens.shape
     ids = [_until_eos(row, tokenizer.eos_id) for row in result.tokens.reshape(B * N, L).tolist()]
     hyps = [Hypothesis(text, score, row) for text, score, row in

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["ENGINES", "LENPEN_STYLES", "QUANTIZATIONS", "add_engine_arguments", "engine_options",
+__all__ = ["ENGINES", "LENPEN_NORMS", "LENPEN_STYLES", "QUANTIZATIONS", "add_lenpen_norm_argument", "add_engine_arguments", "engine_options",
            "require_at_least"]
 
 #: Inference engines of ``load_translator`` (``--engine``).
 ENGINES = ("auto", "pytorch", "ctranslate2")
 #: How the length penalty is applied with CTranslate2's beam search (see :mod:`inference.ct2`).
 LENPEN_STYLES = ("gnmt", "ctranslate2")
+#: Length normalizations of beam search (``--lenpen-norm``; ``model.decoding.LENPEN_NORMS``).
+LENPEN_NORMS = ("gnmt", "fairseq")
 #: Weight types ``export_ctranslate2`` accepts (``--quantization``).
 QUANTIZATIONS = ("float32", "int8", "int16", "bfloat16", "float16", "int8_float32")
 
@@ -57,3 +59,10 @@ def engine_options(parser, args) -> dict:
     require_at_least(parser, args, threads=1)
     return {"engine": args.engine, "threads": args.threads, "compute_type": args.compute_type,
             "lenpen_style": args.lenpen_style}
+
+
+def add_lenpen_norm_argument(parser) -> None:
+    """Add ``--lenpen-norm`` (how ``--lenpen`` normalizes beam scores) to a parser."""
+    parser.add_argument("--lenpen-norm", default=None, choices=LENPEN_NORMS,
+                        help="length normalization of beam search: gnmt ((5+L)/6)^alpha, the "
+                             "default, or fairseq L^alpha (fairseq's --lenpen)")

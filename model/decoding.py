@@ -94,15 +94,31 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tens
     return tokens[:, 1:]
 
 
-def length_penalty(lengths: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
-    """GNMT length penalty ``((5 + |Y|) / 6) ** alpha``.
+#: Length normalizations of beam search (``length_penalty``'s ``style``).
+LENPEN_NORMS = ("gnmt", "fairseq")
+
+
+def length_penalty(lengths: torch.Tensor | float, alpha: float,
+                   style: str = "gnmt") -> torch.Tensor | float:
+    """Length penalty: GNMT's ``((5 + |Y|) / 6) ** alpha``, or with ``style="fairseq"``
+    fairseq's ``|Y| ** alpha`` (its ``--lenpen``, and CTranslate2's).
 
     A hypothesis is ranked by ``log P(Y | X) / length_penalty(|Y|, alpha)``
     (``|Y|`` counts EOS): ``alpha = 0`` ranks by raw log-probability, which
-    favours short outputs; larger ``alpha`` favours longer ones.
+    favours short outputs; larger ``alpha`` favours longer ones. At the same
+    ``alpha``, fairseq's divides by more (``|Y| > (5 + |Y|) / 6`` for ``|Y| > 1``).
 
-    Source: Wu et al. 2016 (GNMT), eq. 14.
+    Raises:
+        ValueError: for a ``style`` not in :data:`LENPEN_NORMS`.
+
+    Source: Wu et al. 2016 (GNMT), eq. 14; fairseq ``SequenceGenerator``
+    (``eos_scores /= (step + 1) ** len_penalty``).
     """
+    if style == "fairseq":
+        return lengths ** alpha
+    if style != "gnmt":
+        raise ValueError(f"length normalization {style!r} is unknown; use one of "
+                         f"{', '.join(LENPEN_NORMS)}")
     return ((5.0 + lengths) / 6.0) ** alpha
 
 
@@ -123,7 +139,8 @@ class BeamSearchOutput:
 def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor,
                 bos_id: int, eos_id: int, pad_id: int, beam_size: int = 5,
                 max_len_a: float = 1.2, max_len_b: int = 10, alpha: float = 1.0,
-                nbest: int = 1, use_cache: bool = True) -> BeamSearchOutput:
+                nbest: int = 1, use_cache: bool = True,
+                lenpen_norm: str = "gnmt") -> BeamSearchOutput:
     """Batched beam search: every beam of every sentence in one computation per step.
 
     Each step scores the ``beam_size`` extensions of all ``B * beam_size``
@@ -143,6 +160,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor
         beam_size: K, beams kept per sentence.
         max_len_a, max_len_b: output length limit per sentence (EOS included).
         alpha: length-penalty exponent (0 disables normalization).
+        lenpen_norm: ``"gnmt"`` or ``"fairseq"`` (see :func:`length_penalty`).
         nbest: N <= K hypotheses returned per sentence.
         use_cache: incremental decoding with a key/value cache.
 
@@ -150,13 +168,15 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor
         :class:`BeamSearchOutput` with ``(B, N, L)`` tokens and ``(B, N)`` scores.
 
     Raises:
-        ValueError: if ``nbest > beam_size`` or ``beam_size < 1``.
+        ValueError: if ``nbest > beam_size`` or ``beam_size < 1``, or for an
+            unknown ``lenpen_norm``.
 
     Source: Sutskever et al. 2014 (beam search for NMT); Wu et al. 2016
     (length penalty); fairseq ``SequenceGenerator`` (2K candidates, EOS rule).
     """
     if beam_size < 1 or not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest ({nbest}) <= beam_size ({beam_size})")
+    length_penalty(1.0, alpha, lenpen_norm)  # an unknown normalization fails before decoding
     B, K, device = src.shape[0], beam_size, src.device
     max_lens, limit = _length_limits(model, src_valid_len, max_len_a, max_len_b)
     enc_outputs = model.encode(src, src_valid_len).repeat_interleave(K, dim=0)  # (B*K, S, D)
@@ -193,7 +213,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor
         cand_tokens = torch.full((B, 2 * K, limit), pad_id, dtype=torch.long, device=device)
         cand_tokens[:, :, :step] = history[rows, origin]  # (B, 2K, t)
         cand_tokens[:, :, step] = token
-        cand_scores = torch.where(final, top_scores / length_penalty(step + 1.0, alpha),
+        cand_scores = torch.where(final, top_scores / length_penalty(step + 1.0, alpha, lenpen_norm),
                                   torch.tensor(float("-inf"), device=device))
         pool_scores = torch.cat([finished_scores, cand_scores], dim=1)  # (B, 3K)
         pool_tokens = torch.cat([finished_tokens, cand_tokens], dim=1)  # (B, 3K, L)

@@ -12,7 +12,7 @@ already there are untouched.
 from __future__ import annotations
 
 import gzip
-import runpy
+import importlib
 import sys
 from pathlib import Path
 
@@ -118,9 +118,9 @@ CASES = [
 def test_bad_input_gives_one_line_and_exit_2(files, script, args, expected, monkeypatch, capsys):
     args = [a.format(**files) for a in args]
     before = {p: p.read_bytes() for p in Path(files["tmp"]).rglob("*") if p.is_file()}
-    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.setattr(sys, "argv", [script])  # as the script names itself
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO / "scripts" / script), run_name="__main__")
+        importlib.import_module(f"commands.{Path(script).stem}").run(args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert "Traceback" not in err

@@ -16,7 +16,6 @@ with something to translate (SentencePiece yields at least one piece).
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import re
 import subprocess
@@ -237,9 +236,8 @@ def test_arguments_that_are_not_utf8(checkpoint, translator):
 
 
 def test_missing_input_file(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("scripts_translate", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    import commands.translate as script
+
     with pytest.raises(SystemExit) as info:
         script.parse_args(["--ckpt", "x.ckpt", "--input", str(tmp_path / "nope.en")])
     assert info.value.code == 2

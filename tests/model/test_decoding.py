@@ -120,6 +120,35 @@ def test_length_penalty_ranks_as_documented(alpha):
         assert got[0] == [A, A, EOS]
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_fairseq_length_normalization_ranks_by_length_to_the_alpha(alpha):
+    """``lenpen_norm="fairseq"``: log P / |Y| ** alpha (fairseq's --lenpen), which at
+    alpha 1 prefers the long hypothesis here where GNMT's normalization does not."""
+    model, src, valid = run_table({0: SHORT_OR_LONG}, [0])
+    out = beam_search(model, src, valid, BOS, EOS, PAD, beam_size=2, max_len_a=0, max_len_b=6,
+                      alpha=alpha, nbest=2, lenpen_norm="fairseq")
+    short = math.log(0.5) / 1 ** alpha
+    long = math.log(0.5 * 1.0 * 0.9) / 3 ** alpha
+    expected = sorted([(short, [EOS]), (long, [A, A, EOS])], reverse=True)
+    got = [row[row != PAD].tolist() for row in out.tokens[0]]
+    assert got == [tokens for _, tokens in expected]
+    assert out.scores[0].tolist() == pytest.approx([score for score, _ in expected])
+    assert length_penalty(3, alpha, "fairseq") == pytest.approx(3 ** alpha)
+    with pytest.raises(ValueError, match="'marian' is unknown"):
+        beam_search(model, src, valid, BOS, EOS, PAD, beam_size=2, lenpen_norm="marian")
+
+
+def test_commands_offer_the_model_s_length_normalizations():
+    from inference.decoding import DecodingConfig
+    from inference.options import LENPEN_NORMS as OPTIONS
+    from model.decoding import LENPEN_NORMS
+
+    assert OPTIONS == LENPEN_NORMS
+    described = DecodingConfig(beam_size=5, alpha=1.0, lenpen_norm="fairseq").describe()
+    assert described == "beam 5 lenpen 1.0 (fairseq)"
+    assert DecodingConfig(beam_size=5, alpha=1.0).describe() == "beam 5 lenpen 1.0"
+
+
 def test_batched_beam_search_equals_sentence_by_sentence():
     tables = {0: GREEDY_TRAP, 1: SHORT_OR_LONG}
     ids = [1, 0, 0, 1]
