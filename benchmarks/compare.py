@@ -117,7 +117,10 @@ STARTED_FILE = "started.json"
 
 def _interrupted(run_dir: Path, key: dict) -> float | None:
     """Seconds already trained if ``run_dir`` holds a cut-off run of ``key`` with a
-    ``last.ckpt`` to continue from, else None."""
+    ``last.ckpt`` to continue from, else None (a run that ended, failed ones
+    included, has a ``result.json``: it trains again from the start)."""
+    if (run_dir / RESULT_FILE).exists():
+        return None
     try:
         started = json.loads((run_dir / STARTED_FILE).read_text())
     except (OSError, ValueError):
@@ -157,15 +160,17 @@ def train(config: Path, run_dir: Path, override: dict, threads: int | None = Non
     started = {"key": key, "process_seconds": done}
     (run_dir / STARTED_FILE).write_text(json.dumps(started, indent=1))
     start = time.perf_counter()
-    with open(run_dir / "train.log", "a") as log:
-        log.write(shlex.join(command) + "\n")
-        log.flush()
-        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              env=env).returncode
-    seconds = done + time.perf_counter() - start
-    (run_dir / STARTED_FILE).write_text(json.dumps({**started, "process_seconds": seconds},
-                                                   indent=1))
+    try:
+        with open(run_dir / "train.log", "a") as log:
+            log.write(shlex.join(command) + "\n")
+            log.flush()
+            env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  env=env).returncode
+    finally:  # also when interrupted (Ctrl-C): a resumed run counts this attempt's time
+        seconds = done + time.perf_counter() - start
+        (run_dir / STARTED_FILE).write_text(json.dumps({**started, "process_seconds": seconds},
+                                                       indent=1))
     return code, seconds
 
 

@@ -62,7 +62,7 @@ def datamodule_from_config(config: str | os.PathLike, overrides: list[str] | Non
     data = {}
     for source in (BASE_CONFIG, path):  # the base's data keys first, as train.py reads them
         loaded = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
-        section = loaded.get("data", {}) if isinstance(loaded, dict) else None
+        section = (loaded.get("data") or {}) if isinstance(loaded, dict) else None
         if isinstance(section, dict) and "init_args" in section:
             section = section["init_args"]
         if not isinstance(section, dict):

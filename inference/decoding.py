@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from data.batching import (ParallelDataset, TokenBudgetBatchSampler, collate_batch,
                            encode_sources)
 from data.tokenizer import Tokenizer
-from model.decoding import beam_search, greedy_decode
+from model.decoding import LENPEN_NORMS, beam_search, greedy_decode
 
 __all__ = ["DecodingConfig", "DecodingError", "length_limit_problem", "Hypothesis",
            "decode_batch", "translate_batches", "translate", "source_batches"]
@@ -42,6 +42,11 @@ class DecodingConfig:
     max_len_b: int = 10
     nbest: int = 1
     use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lenpen_norm not in LENPEN_NORMS:
+            raise DecodingError(f"length normalization {self.lenpen_norm!r} is unknown; use one "
+                                f"of {', '.join(LENPEN_NORMS)} (--lenpen-norm)")
 
     def describe(self) -> str:
         """``"greedy"`` or ``"beam 5 lenpen 1.6"``, as reports print it."""

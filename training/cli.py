@@ -60,11 +60,12 @@ class TranslationCLI(LightningCLI):
             parser.add_lightning_class_args(ModelCheckpoint, section)
 
     def _run_config(self) -> Any:
-        """The parsed config of the running subcommand, its run paths derived (idempotent)."""
+        """The parsed config of the running subcommand, its run paths derived (once)."""
         config = self.config.get(self.config.get("subcommand") or "", self.config) \
             if self.config.get("subcommand") else self.config
         trainer = config.get("trainer")
-        if trainer is not None:
+        if trainer is not None and not getattr(self, "_run_paths_done", False):
+            self._run_paths_done = True
             sections = self._sections(config)
             # One run directory: paths of configs that spell them out move with it, and
             # relative ones (configs/base.yaml's) go under it.
@@ -75,6 +76,18 @@ class TranslationCLI(LightningCLI):
     @staticmethod
     def _sections(config: Any) -> list:
         return [config.get(name) for name in CHECKPOINT_SECTIONS if config.get(name) is not None]
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        """Leave out a checkpoint section that keeps nothing (``save_top_k: 0``) or that a
+        ``trainer.callbacks`` entry already is (the same ``state_key``, which Lightning
+        refuses twice): a saved ``config.yaml`` or a config of an older version lists
+        its checkpoints there."""
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        keys = {c.state_key for c in configured if isinstance(c, ModelCheckpoint)}
+        kept = [c for c in callbacks if not isinstance(c, ModelCheckpoint)
+                or (c.save_top_k != 0 and c.state_key not in keys)]
+        return super()._instantiate_trainer(config, kept)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path's hyperparameters with torch.load before anything

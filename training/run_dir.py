@@ -95,6 +95,8 @@ def move_run_paths(trainer: Any, old_roots: Iterable[str],
     moved = []
     for args, key in _path_holders(trainer, sections):
         value = str(args.get(key))
+        if _under(value, str(new_root)):  # already there (also when new_root is inside old)
+            continue
         root = next((r for r in old_roots if _under(value, r)), None)
         if root is not None:
             args[key] = _moved(value, root, str(new_root))

@@ -442,3 +442,20 @@ def test_speed_monitor_counts_on_after_a_resume():
     resumed.on_train_start(None, types.SimpleNamespace(device=torch.device("cpu")))
     assert resumed._train_time == 12.5 and resumed._tokens == 4000
     assert resumed.metrics(torch.device("cpu"))["wall_time"] >= state["wall_time"]
+
+
+def test_only_a_run_cut_off_midway_is_continued(tmp_path):
+    """--resume continues a run with the same key and a last.ckpt but no result.json;
+    a run that ended (failed ones too) or has another key starts again."""
+    import json
+
+    from benchmarks.compare import STARTED_FILE, _interrupted
+
+    key = {"config_sha256": "abc", "override": {"seed_everything": 1}}
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / STARTED_FILE).write_text(json.dumps({"key": key, "process_seconds": 12.5}))
+    assert _interrupted(tmp_path, key) == 12.5
+    assert _interrupted(tmp_path, {**key, "config_sha256": "def"}) is None
+    (tmp_path / "result.json").write_text("{}")
+    assert _interrupted(tmp_path, key) is None

@@ -108,3 +108,50 @@ def test_cli_builds_the_trainer_in_the_new_directory(tmp_path, monkeypatch):
     kinds = {type(logger).__name__: Path(logger.save_dir) for logger in cli.trainer.loggers}
     assert kinds == {"CSVLogger": exp, "TensorBoardLogger": exp}
     assert not (REPO / "runs" / "exp2").exists()
+
+
+def test_run_paths_move_once_into_a_run_directory_inside_the_recipes(tmp_path):
+    """``--trainer.default_root_dir runs/multi30k_cpu/seed2`` (inside the recipe's own
+    run directory): moving and deriving twice (the CLI checks --ckpt_path first) put
+    every path under it once."""
+    from training.run_dir import derive_run_paths
+
+    trainer = {"default_root_dir": "runs/multi30k_cpu/seed2",
+               "callbacks": [{"init_args": {"dirpath": "checkpoints"}},
+                             {"init_args": {"dirpath": "runs/multi30k_cpu/checkpoints"}}],
+               "logger": [{"init_args": {"save_dir": "."}}]}
+    sections = [{"dirpath": "checkpoints/updates"}]
+    for _ in range(2):
+        move_run_paths(trainer, ["runs/multi30k_cpu"], sections)
+        derive_run_paths(trainer, sections)
+    assert spelled_paths(trainer) == ["runs/multi30k_cpu/seed2/checkpoints"] * 2 + [
+        "runs/multi30k_cpu/seed2"]
+    assert sections[0]["dirpath"] == "runs/multi30k_cpu/seed2/checkpoints/updates"
+
+
+@pytest.mark.slow
+def test_a_config_saved_before_the_split_builds_its_trainer(tmp_path, monkeypatch):
+    """A full config that lists its checkpoints under trainer.callbacks (a saved
+    config.yaml, a config of an older version) builds one callback per checkpoint:
+    the base's sections that duplicate them (same state_key) or keep nothing stay out."""
+    import commands.train as train
+
+    monkeypatch.chdir(REPO)
+    old = yaml.safe_load((Path(__file__).resolve().parent / "golden" / "multi30k_tiny.yaml")
+                         .read_text())
+    for key in ("ckpt_path", "weights_only"):  # fit-level keys; this parser has no subcommands
+        old.pop(key)
+    (tmp_path / "saved.yaml").write_text(yaml.safe_dump(old))
+    old = tmp_path / "saved.yaml"
+    cli = train.TranslationCLI(
+        train.TranslationModule, train.TranslationDataModule, run=False,
+        args=["--config", str(old), "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--trainer.accelerator", "cpu", "--data.source", str(tmp_path / "unused")])
+    checkpoints = [c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert len({c.state_key for c in checkpoints}) == len(checkpoints)
+    # its own four (best, last, last every 200 updates, epochs) and the base's last.ckpt
+    # every 100 updates; the base's empty averaging section stays out
+    assert sorted((Path(c.dirpath).relative_to(tmp_path / "run").as_posix(), c.filename,
+                   c._every_n_train_steps) for c in checkpoints) == [
+        ("checkpoints", "best", 0), ("checkpoints", "last", 0), ("checkpoints", "last", 100),
+        ("checkpoints", "last", 200), ("checkpoints/epochs", "epoch={epoch:03d}", 0)]
