@@ -56,12 +56,11 @@ parameter and input gradients are cleared before the step and so counted.
 
 from __future__ import annotations
 
-import json
 
 from benchmarks.names import REFERENCE, VARIANTS
 from inference.options import require_at_least
 
-from .common import AUTO_DEVICE, make_parser
+from .common import AUTO_DEVICE, make_parser, write_json
 
 SCRIPT = "benchmark_attention.py"
 
@@ -118,9 +117,7 @@ def main(argv=None) -> list[dict]:
     for name in args.devices.split(","):
         rows += benchmark(args, torch.device(name))
     print_table(rows, args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(args.json, rows)
     return rows
 
 

@@ -14,13 +14,12 @@ raw figures. Logic: ``benchmarks/data_benchmark.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from inference.options import require_at_least
 
-from .common import make_parser
+from .common import make_parser, write_json
 
 SCRIPT = "benchmark_data.py"
 
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     command = "python scripts/benchmark_data.py " + " ".join(argv if argv is not None
                                                              else sys.argv[1:])
     print(format_table(results, command, data))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results)
     return results
 
 

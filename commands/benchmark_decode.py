@@ -20,11 +20,10 @@ share of sentences whose output equals ours. Each configuration is timed
 
 from __future__ import annotations
 
-import json
 
 from inference.options import require_at_least
 
-from .common import add_device_argument, make_parser, resolve_device
+from .common import add_device_argument, make_parser, resolve_device, write_json
 
 SCRIPT = "benchmark_decode.py"
 
@@ -66,9 +65,7 @@ def main(argv=None) -> list[dict]:
     rows, description = run_decode_benchmark(args)
     print(f"# {description}")
     print("\n".join(format_rows(rows)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    write_json(args.json, rows)
     return rows
 
 

@@ -64,12 +64,11 @@ the same run (``8192^3`` on GPU, ``2048^3`` on CPU; best of several).
 
 from __future__ import annotations
 
-import json
 import sys
 
 from inference.options import require_at_least
 
-from .common import add_device_argument, make_parser, program, resolve_device
+from .common import add_device_argument, make_parser, program, resolve_device, write_json
 
 SCRIPT = "benchmark_train.py"
 
@@ -117,9 +116,7 @@ def main(argv=None) -> dict:
         print(f"{program(SCRIPT)}: error: {err}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(lines))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    write_json(args.json, out)
     return out
 
 

@@ -9,12 +9,13 @@ command imports the project's packages inside ``main`` after parsing, and
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Callable
 
 __all__ = ["AUTO_DEVICE", "add_device_argument", "make_parser", "program", "resolve_device",
-           "run_command"]
+           "run_command", "write_json"]
 
 #: ``--device`` default: CUDA when a GPU is visible, else the CPU (resolved after parsing).
 AUTO_DEVICE = "auto"
@@ -64,3 +65,10 @@ def run_command(script: str, main: Callable[[list[str] | None], object],
             raise
         print(f"{program(script)}: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def write_json(path: str | None, value: object) -> None:
+    """Write ``value`` as indented JSON to ``path`` (a benchmark's ``--json``); None: nothing."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(value, f, indent=2)
