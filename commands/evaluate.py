@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "<corpus>-tok/ if it exists, else the raw references tokenized here; "
                         "'raw' forces the latter")
     p.add_argument("--out", default=None, help="output folder (default: eval/ beside --ckpt)")
-    add_lenpen_norm_argument(p)
+    add_lenpen_norm_argument(p, several=True)
     add_device_argument(p)
     add_engine_arguments(p)
     args = p.parse_args(argv)
@@ -75,9 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--select-on {args.select_on} is also the split to report (--split); choose on "
                 f"the validation split and report another")
     if not args.select_on and (len(args.ckpt) > 1 or len(args.beam or []) > 1
-                               or len(args.lenpen or []) > 1):
-        p.error("several --ckpt, --beam or --lenpen values need --select-on SPLIT "
-                "(e.g. --select-on val)")
+                               or len(args.lenpen or []) > 1 or len(args.lenpen_norm or []) > 1):
+        p.error("several --ckpt, --beam, --lenpen or --lenpen-norm values need --select-on "
+                "SPLIT (e.g. --select-on val)")
     return args
 
 
@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     args.device = resolve_device(args.device)
     overrides = dict(max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                     lenpen_norm=args.lenpen_norm,
                      use_cache=not args.no_cache)
     ckpt, selection = args.ckpt[0], None
     if args.select_on:
         ckpt, decoding, table = select_on_split(args.ckpt, args.beam or [None],
                                                 args.lenpen or [None], args.select_on,
                                                 args.device, load_options=args.engine_options,
+                                                lenpen_norms=args.lenpen_norm or [None],
                                                 **overrides)
         print(f"{args.select_on}: candidates (cased BLEU / papers' BLEU)")
         for row in table:
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         translator = load_translator(ckpt, args.device, **args.engine_options)
         decoding = translator.decoding(beam_size=(args.beam or [None])[0],
-                                       alpha=(args.lenpen or [None])[0], **overrides)
+                                       alpha=(args.lenpen or [None])[0],
+                                       lenpen_norm=(args.lenpen_norm or [None])[0], **overrides)
     hyps, scores = evaluate_translator(translator, decoding, args.split, args.data,
                                        args.src_lang, args.tgt_lang, args.device,
                                        args.max_tokens, args.tok_refs)

@@ -77,10 +77,12 @@ def evaluate_translator(translator: Translator, decoding: DecodingConfig, split:
 def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
                     lenpens: Sequence[float | None], split: str = "val",
                     device: str | torch.device = "cpu", metric: str = "bleu",
-                    load_options: dict | None = None, **decoding_overrides
+                    load_options: dict | None = None,
+                    lenpen_norms: Sequence[str | None] = (None,), **decoding_overrides
                     ) -> tuple[str, DecodingConfig, list[dict]]:
-    """Every checkpoint × beam × length penalty scored on ``split``; the best by
-    ``metric`` (cased sacreBLEU by default) wins, ties to the earliest.
+    """Every checkpoint × beam × length penalty × length normalization scored on
+    ``split``; the best by ``metric`` (cased sacreBLEU by default) wins, ties to
+    the earliest.
 
     Greedy decoding (beam 1) ignores the length penalty, so it is scored once
     per checkpoint. Choose on the validation split only: the test split is
@@ -88,16 +90,18 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
 
     Args:
         checkpoints: checkpoint paths (e.g. ``best.ckpt`` and an averaged one).
-        beams, lenpens: candidate beam sizes and GNMT alphas (None: the
-            checkpoint's own setting).
+        beams, lenpens: candidate beam sizes and length-penalty exponents alpha
+            (None: the checkpoint's own setting).
         load_options: keyword arguments of
             :func:`inference.checkpoint.load_translator` (engine, threads ...).
+        lenpen_norms: candidate length normalizations, ``"gnmt"`` or
+            ``"fairseq"`` (:data:`model.decoding.LENPEN_NORMS`; None: the default).
         decoding_overrides: other :class:`DecodingConfig` fields for all.
 
     Returns:
         ``(checkpoint, decoding, table)``: the winner and one row per
-        candidate (``checkpoint``, ``beam``, ``lenpen``, ``decoding``, ``bleu``, ``chrf``,
-        ``bleu_lc_norm_tok``, ``decode_seconds``).
+        candidate (``checkpoint``, ``beam``, ``lenpen``, ``lenpen_norm``, ``decoding``,
+        ``bleu``, ``chrf``, ``bleu_lc_norm_tok``, ``decode_seconds``).
 
     Raises:
         inference.checkpoint.CheckpointError: for an unreadable checkpoint.
@@ -110,15 +114,20 @@ def select_on_split(checkpoints: Sequence[str], beams: Sequence[int | None],
         translator = load_translator(path, device, **(load_options or {}))
         loaded = translator.load_split(split)  # read once, decoded once per candidate
         seen = set()
-        for beam, lenpen in itertools.product(beams, lenpens or [None]):
-            decoding = translator.decoding(beam_size=beam, alpha=lenpen, **decoding_overrides)
-            key = (decoding.beam_size, decoding.alpha if decoding.beam_size > 1 else None)
+        for beam, lenpen, norm in itertools.product(beams, lenpens or [None],
+                                                    lenpen_norms or [None]):
+            overrides = {**decoding_overrides, **({"lenpen_norm": norm} if norm else {})}
+            decoding = translator.decoding(beam_size=beam, alpha=lenpen, **overrides)
+            beam_search = decoding.beam_size > 1  # greedy ignores alpha and its normalization
+            key = (decoding.beam_size, decoding.alpha if beam_search else None,
+                   decoding.lenpen_norm if beam_search else None)
             if key in seen:
                 continue
             seen.add(key)
             _, scores = evaluate_translator(translator, decoding, split, device=device,
                                             loaded=loaded)
             row = {"checkpoint": str(path), "beam": decoding.beam_size, "lenpen": key[1],
+                   "lenpen_norm": key[2],
                    "decoding": decoding.describe(), "bleu": scores["bleu"], "chrf": scores["chrf"],
                    "bleu_lc_norm_tok": scores["bleu_lc_norm_tok"],
                    "decode_seconds": scores["decode_seconds"]}

@@ -61,8 +61,14 @@ def engine_options(parser, args) -> dict:
             "lenpen_style": args.lenpen_style}
 
 
-def add_lenpen_norm_argument(parser) -> None:
-    """Add ``--lenpen-norm`` (how ``--lenpen`` normalizes beam scores) to a parser."""
+def add_lenpen_norm_argument(parser, several: bool = False) -> None:
+    """Add ``--lenpen-norm`` (how ``--lenpen`` normalizes beam scores) to a parser.
+
+    With ``several``, the option takes one or more values (a list; evaluate.py's
+    ``--select-on`` grid), else one (a string); None when not given.
+    """
     parser.add_argument("--lenpen-norm", default=None, choices=LENPEN_NORMS,
+                        nargs="+" if several else None,
                         help="length normalization of beam search: gnmt ((5+L)/6)^alpha, the "
-                             "default, or fairseq L^alpha (fairseq's --lenpen)")
+                             "default, or fairseq L^alpha (fairseq's --lenpen)"
+                             + ("; several with --select-on" if several else ""))

@@ -485,20 +485,31 @@ def test_evaluate_selects_checkpoint_and_decoding_on_val(trained, tmp_path, monk
     ckpts = [str(trained["ckpt_dir"] / "best.ckpt"), str(trained["ckpt_dir"] / "last.ckpt")]
     common = ["--data", str(trained["data"]), "--device", "cpu", "--split", "test_2016_flickr"]
     scores = evaluate.main(["--ckpt", *ckpts, "--beam", "1", "2", "--lenpen", "0.6", "1.4",
+                            "--lenpen-norm", "gnmt", "fairseq",
                             "--select-on", "val", "--out", str(tmp_path / "sel"), *common])
     table = scores["selected_on"]["candidates"]
-    # greedy once per checkpoint (no length penalty), beam 2 with each alpha
-    assert [(r["beam"], r["lenpen"]) for r in table] == [(1, None), (2, 0.6), (2, 1.4)] * 2
+    # greedy once per checkpoint (no length penalty), beam 2 with each alpha and normalization
+    assert [(r["beam"], r["lenpen"], r["lenpen_norm"]) for r in table] == [
+        (1, None, None), (2, 0.6, "gnmt"), (2, 0.6, "fairseq"), (2, 1.4, "gnmt"),
+        (2, 1.4, "fairseq")] * 2
     best = max(table, key=lambda r: r["bleu"])
     assert scores["checkpoint"] == best["checkpoint"] and scores["split"] == "test_2016_flickr"
     assert scores["decoding_config"]["beam_size"] == best["beam"]
+    assert scores["decoding_config"]["lenpen_norm"] == (best["lenpen_norm"] or "gnmt")
+    selected = json.loads((tmp_path / "sel" / "selected.json").read_text())
+    assert (selected["beam"], selected["lenpen_norm"]) == (best["beam"],
+                                                            best["lenpen_norm"] or "gnmt")
     # each val row is what a plain evaluation of that candidate on val gives
-    row = table[4]
-    plain = evaluate.main(["--ckpt", row["checkpoint"], "--beam", "2", "--lenpen", "0.6",
-                           "--out", str(tmp_path / "plain"), *common[:-1], "val"])
-    assert plain["bleu"] == pytest.approx(row["bleu"])
-    assert plain["bleu_lc_norm_tok"] == pytest.approx(row["bleu_lc_norm_tok"])
+    for row, norm in ((table[6], "gnmt"), (table[7], "fairseq")):
+        plain = evaluate.main(["--ckpt", row["checkpoint"], "--beam", "2", "--lenpen", "0.6",
+                               "--lenpen-norm", norm, "--out", str(tmp_path / "plain"),
+                               *common[:-1], "val"])
+        assert plain["bleu"] == pytest.approx(row["bleu"])
+        assert plain["bleu_lc_norm_tok"] == pytest.approx(row["bleu_lc_norm_tok"])
+        assert plain["decoding_config"]["lenpen_norm"] == norm
     for bad, message in ((["--ckpt", *ckpts, *common], "need --select-on"),
+                         (["--ckpt", ckpts[0], "--lenpen-norm", "gnmt", "fairseq", *common],
+                          "need --select-on"),
                          (["--ckpt", *ckpts, "--beam", "1", "2", "--select-on", "test_2016_flickr",
                            *common], "--select-on test_2016_flickr is also the split to report")):
         capsys.readouterr()
