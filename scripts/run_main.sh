@@ -7,18 +7,24 @@
 # default 1.6, normalized as each of LENPEN_NORMS, default gnmt; "gnmt fairseq"
 # tries both) on the validation split, evaluate that choice on test_2016_flickr
 # (cased sacreBLEU + chrF, and the papers' tokenized BLEU), and translate a few
-# example sentences with it.
+# example sentences with it. SEED=N trains with seed N (weights, dropout and
+# batch order) in runs/<config>_seedN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/multi30k_cpu.yaml}
-RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)}
+SEED=${SEED:-}
+SEED_ARGS=()
+if [ -n "$SEED" ]; then
+  SEED_ARGS=(--seed_everything "$SEED" --data.seed "$SEED")
+fi
+RUN_DIR=${RUN_DIR:-runs/$(basename "$CONFIG" .yaml)${SEED:+_seed$SEED}}
 AVERAGE_LAST=${AVERAGE_LAST:-4}
 LENPENS=${LENPENS:-1.6}
 LENPEN_NORMS=${LENPEN_NORMS:-gnmt}
 bash scripts/setup.sh
 PY=.venv/bin/python
 start=$(date +%s)
-$PY scripts/train.py fit --config "$CONFIG" --trainer.default_root_dir "$RUN_DIR"
+$PY scripts/train.py fit --config "$CONFIG" --trainer.default_root_dir "$RUN_DIR" "${SEED_ARGS[@]}"
 trained=$(date +%s)
 CKPTS=("$RUN_DIR/checkpoints/best.ckpt")
 # The config's kept checkpoints: every 50 updates (multi30k_cpu) or every epoch (multi30k_tiny).
