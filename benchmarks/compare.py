@@ -36,6 +36,7 @@ from evaluation.selection import evaluate_translator  # noqa: E402
 from inference.checkpoint import load_translator  # noqa: E402
 from inference.translation import plot_cross_attention  # noqa: E402
 from training.cli import resolve_config  # noqa: E402
+from training.runtime import cpu_has_fast_bf16, resolve_cpu_precision  # noqa: E402
 
 from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E402, F401
                              aggregate, equal_time, paired_bootstrap, plot_curves,
@@ -45,7 +46,8 @@ from .names import DEFAULT_CONFIGS  # noqa: E402
 
 __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
-           "NOT_RUN", "read_metrics", "train", "STARTED_FILE",
+           "NOT_RUN", "read_metrics", "train", "STARTED_FILE", "PrecisionMismatch",
+           "trained_precision", "comparison_precision",
            "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,10 +134,13 @@ def _interrupted(run_dir: Path, key: dict) -> float | None:
 
 
 def train(config: Path, run_dir: Path, override: dict, threads: int | None = None,
-          key: dict | None = None, resume: bool = False) -> tuple[int, float]:
+          key: dict | None = None, resume: bool = False,
+          precision: str | None = None) -> tuple[int, float]:
     """Train ``config`` + ``override`` as a ``scripts/train.py`` subprocess (cwd: the repository).
 
     ``threads`` sets ``OMP_NUM_THREADS`` of the subprocess (None: inherited).
+    ``precision`` (None: the config's) is given as ``--trainer.precision``, outside
+    the run's key: :func:`comparison_precision` pins it to the earlier runs'.
     With ``resume``, a run of the same ``key`` that was cut off midway goes on
     from its ``last.ckpt`` (``--ckpt_path last``: weights, optimizer, schedule,
     data position, random state); otherwise the folder starts empty.
@@ -155,6 +160,8 @@ def train(config: Path, run_dir: Path, override: dict, threads: int | None = Non
     override_path.write_text(yaml.safe_dump(override, sort_keys=False))
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "fit",
                "--config", str(Path(config).resolve()), "--config", str(override_path)]
+    if precision:
+        command += ["--trainer.precision", str(precision)]
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         command += ["--ckpt_path", "last"]
     started = {"key": key, "process_seconds": done}
@@ -172,6 +179,58 @@ def train(config: Path, run_dir: Path, override: dict, threads: int | None = Non
         (run_dir / STARTED_FILE).write_text(json.dumps({**started, "process_seconds": seconds},
                                                        indent=1))
     return code, seconds
+
+
+class PrecisionMismatch(ValueError):
+    """Earlier runs of a comparison trained in a precision this machine cannot
+    train in at a usable speed (bf16 autocast without native bf16)."""
+
+
+def trained_precision(run_dir: Path) -> str:
+    """``trainer.precision`` as a run trained in it: from the ``config.yaml`` that
+    Lightning saved for each attempt (``lightning_logs/version_N``; written after
+    the CPU fallback), distinct values joined by ``+``; ``""`` when none is saved."""
+    seen: dict[str, None] = {}
+    versions = sorted(Path(run_dir).glob("lightning_logs/version_*/config.yaml"),
+                      key=lambda p: int(p.parent.name.rpartition("_")[2] or 0))
+    for path in versions:
+        try:
+            saved = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        value = (saved.get("trainer") or {}).get("precision")
+        if value is not None:
+            seen[str(value)] = None
+    return "+".join(seen)
+
+
+def comparison_precision(out: Path, configs: list[Path], accelerator: str | None = None
+                         ) -> str | None:
+    """The precision the runs still to train must use so that every run of the
+    comparison in ``out`` trains alike: None when the runs already there (finished
+    or cut off) trained in what this machine would use anyway, else theirs.
+
+    A comparison started on an AVX2-only CPU (float32: ``"32-true"``) and continued
+    on one with native bf16 goes on in float32; one started in bf16 cannot go on
+    where bf16 is emulated (about 10x slower).
+
+    Raises:
+        PrecisionMismatch: in the second case (the message names the fix).
+    """
+    trainers = [_resolved(c).get("trainer", {}) for c in configs]
+    here = {str(resolve_cpu_precision(t.get("precision"), accelerator or t.get("accelerator"),
+                                      warn=False)) for t in trainers}
+    earlier = {p for c in configs for d in sorted(Path(out).glob(f"{model_name(c)}_seed*"))
+               for p in trained_precision(d).split("+") if p}
+    if not earlier or earlier <= here:
+        return None
+    first = sorted(earlier)[0]
+    if "bf16" in first and not cpu_has_fast_bf16() and not torch.cuda.is_available():
+        raise PrecisionMismatch(
+            f"the runs in {out} trained in precision {first}, which this CPU only emulates "
+            f"(no AVX512-BF16 or AMX); continue the comparison on such a machine, or start a "
+            f"new one with --out DIR")
+    return first
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -329,18 +388,23 @@ def finished_run(config: Path, seed: int, out: Path, args: argparse.Namespace) -
     """The saved result of this (config, seed) under ``out`` if it finished with
     the same config file, seed and budget (:func:`load_result`), else None."""
     run_dir, override = _run_dir_and_override(config, seed, out, args)
-    return load_result(run_dir, _run_key(config, override))
+    result = load_result(run_dir, _run_key(config, override))
+    if result is not None and not result.precision:  # saved before results held it
+        result.precision = trained_precision(run_dir)
+    return result
 
 
 def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace,
-            machine: str = "") -> RunResult:
+            machine: str = "", precision: str | None = None) -> RunResult:
     """Train, read the logs and test one (config, seed); the result is saved
-    in the run folder (``result.json``, see :func:`save_result`)."""
+    in the run folder (``result.json``, see :func:`save_result`). ``precision``:
+    as :func:`train`."""
     result = RunResult(model_name(config), seed, machine=machine)
     run_dir, override = _run_dir_and_override(config, seed, out, args)
     key = _run_key(config, override)
     code, result.process_seconds = train(config, run_dir, override, args.threads, key,
-                                         resume=args.resume)
+                                         resume=args.resume, precision=precision)
+    result.precision = trained_precision(run_dir)
     fill_from_metrics(result, read_metrics(run_dir))
     ckpt_dir = run_dir / "checkpoints"
     ckpt = ckpt_dir / "best.ckpt" if (ckpt_dir / "best.ckpt").is_file() else ckpt_dir / "last.ckpt"
@@ -409,6 +473,10 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
     results: list[RunResult] = []
     start = time.perf_counter()
     report_only = getattr(args, "report_only", False)
+    precision = comparison_precision(out, args.configs) if args.resume else None
+    if precision:
+        print(f"[compare] the runs in {out} trained in precision {precision}: the runs still "
+              f"to train use it too (--trainer.precision {precision})", flush=True)
     for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
         for config in args.configs:
             result = finished_run(config, seed, out, args) if args.resume or report_only else None
@@ -419,7 +487,7 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
             if not reused:
                 print(f"[compare] {model_name(config)} seed {seed}: training ({config})",
                       flush=True)
-            result = result or run_one(config, seed, out, args, machine)
+            result = result or run_one(config, seed, out, args, machine, precision)
             results.append(result)
             print(f"[compare] {result.model} seed {result.seed}: {result.status}"
                   f"{' (finished before, reused)' if reused else ''}, "

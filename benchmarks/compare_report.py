@@ -77,6 +77,9 @@ class RunResult:
         attention_plot: heatmap of the encoder–decoder attention on the first
             test sentence (the same sentence for every model).
         machine: :func:`machine_description` of the machine that trained it.
+        precision: ``trainer.precision`` it trained in (after the CPU fallback of
+            :func:`training.runtime.resolve_cpu_precision`), from its saved
+            ``config.yaml``; several joined by ``+`` if its attempts differed.
     """
 
     model: str
@@ -101,6 +104,7 @@ class RunResult:
     test_references: str = ""
     attention_plot: str = ""
     machine: str = ""
+    precision: str = ""
 
 
 
@@ -292,6 +296,13 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
                      "comparable with the others'):")
         lines += [f"  - {m}: " + ", ".join(f"{r.model} seed {r.seed}" for r in results
                                             if r.machine == m) for m in machines]
+    precisions = dict.fromkeys(r.precision for r in results if r.precision)
+    if len(precisions) == 1:
+        lines.append(f"- Precision: {next(iter(precisions))}")
+    elif precisions:
+        lines.append("- Precision differs between runs (their BLEU is not strictly comparable):")
+        lines += [f"  - {p}: " + ", ".join(f"{r.model} seed {r.seed}" for r in results
+                                            if r.precision == p) for p in precisions]
     lines += ["", header, "|" + "---|" * (len(COLUMNS) + 2)]
     for model, stats in table.items():
         n = stats["val_bleu"][2]

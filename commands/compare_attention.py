@@ -38,7 +38,11 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   (every model's seed 1, then seed 2, ...), so a comparison stopped part-way
   (``Ctrl-C``, the end of a session) and resumed later has covered the models
   evenly. The report names the machine of every run that trained on another
-  one. ``--report-only`` trains nothing and rewrites the report from the
+  one, and the precision of each run (as its saved ``config.yaml`` records it).
+  ``--resume`` on another CPU keeps every run alike: runs begun in float32
+  (an AVX2-only CPU, where the configs' bf16 falls back) go on in float32 on a
+  CPU with native bf16; runs begun in bf16 are refused (exit status 2) where
+  bf16 is only emulated. ``--report-only`` trains nothing and rewrites the report from the
   finished runs (the others listed as not run yet).
 - an "equal wall time" table in ``report.md``: the same runs read when the
   fastest model had spent its update budget (best validation BLEU logged
@@ -115,14 +119,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list:
     """Run the comparison; returns one :class:`benchmarks.compare.RunResult` per
-    (config, seed). A damaged saved result ends it with one line and exit status 2."""
+    (config, seed). A damaged saved result, or earlier runs in a precision this
+    CPU only emulates, end it with one line and exit status 2."""
     args = parse_args(argv)
-    from benchmarks.compare import ResultFileError, run_comparison
+    from benchmarks.compare import PrecisionMismatch, ResultFileError, run_comparison
 
     args.device = resolve_device(args.device)
     try:
         return run_comparison(args, sys.argv[1:] if argv is None else argv)
-    except ResultFileError as err:
+    except (ResultFileError, PrecisionMismatch) as err:
         print(f"{program(SCRIPT)}: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -54,9 +54,11 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve_cpu_precision(precision: str | int | None, accelerator: str | None) -> str | int | None:
+def resolve_cpu_precision(precision: str | int | None, accelerator: str | None,
+                          warn: bool = True) -> str | int | None:
     """The training precision to use: bf16 on a CPU without native bf16 becomes
-    ``"32-true"`` (with a warning); everything else is returned unchanged.
+    ``"32-true"`` (with a warning unless ``warn`` is False); everything else is
+    returned unchanged.
 
     Args:
         precision: ``trainer.precision`` as configured (``"bf16-mixed"`` ...).
@@ -70,7 +72,8 @@ def resolve_cpu_precision(precision: str | int | None, accelerator: str | None) 
     on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
     if not on_cpu or cpu_has_fast_bf16():
         return precision
-    log.warning("trainer.precision=%s: this CPU has no native bf16 (no AVX512-BF16 or AMX), "
-                "where bf16 autocast is about 10x slower than float32; training with "
-                "precision 32-true instead (set it explicitly to silence this)", precision)
+    if warn:
+        log.warning("trainer.precision=%s: this CPU has no native bf16 (no AVX512-BF16 or AMX), "
+                    "where bf16 autocast is about 10x slower than float32; training with "
+                    "precision 32-true instead (set it explicitly to silence this)", precision)
     return "32-true"

@@ -10,8 +10,10 @@ standard deviations computed here from synthetic per-run metrics, and
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -336,6 +338,7 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
                             "--out", str(out), "--device", "cpu", "--threads", "1"])
     assert [(r.model, r.seed, r.status) for r in results] == [(n, 1, "ok") for n in NAMES]
     for r in results:
+        assert r.precision == "32-true"  # the tiny configs' (from each run's saved config.yaml)
         assert r.steps == 6 and [v[0] for v in r.validations] == [3, 6]
         assert r.train_tokens_per_sec > 0 and r.peak_memory_mb > 0 and r.wall_time > 0
         assert 0 <= r.test_bleu <= 100 and 0 < r.test_chrf <= 100
@@ -353,6 +356,7 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     rows = list(csv.DictReader(open(out / "results.csv", newline="")))
     assert len(rows) == 3 + 2 * 3
     report = (out / "report.md").read_text()
+    assert "- Precision: 32-true\n" in report
     first_table = report.split("| model |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     assert [tuple(row.split(" | ")[:2]) for row in first_table] == [(f"| {n}", "1")
                                                                     for n in NAMES]
@@ -396,19 +400,22 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
 
 @pytest.mark.slow
 def test_report_names_runs_of_other_machines(compare, tmp_path):
-    """Runs resumed from another machine are listed with it (their speed is not comparable)."""
+    """Runs resumed from another machine are listed with it (their speed is not
+    comparable), and so are runs of another precision."""
     runs = synthetic_results(compare)[:4]
     for r in runs:
-        r.machine = "CPU A"
-    runs[3].machine = "CPU B"
+        r.machine, r.precision = "CPU A", "32-true"
+    runs[3].machine, runs[3].precision = "CPU B", "bf16-mixed"
     report = compare.write_report(runs, tmp_path, "cmd", "CPU A")["report"].read_text()
     assert "- Runs trained on other machines" in report
     assert "  - CPU B: rnn seed 2" in report and "  - CPU A: transformer_dot seed 1, " \
         "transformer_dot seed 2, rnn seed 1" in report
+    assert "- Precision differs between runs" in report and "  - bf16-mixed: rnn seed 2" in report
     for r in runs:
-        r.machine = "CPU A"
+        r.machine, r.precision = "CPU A", "32-true"
     same = compare.write_report(runs, tmp_path, "cmd", "CPU A")["report"].read_text()
     assert "other machines" not in same
+    assert "- Precision: 32-true\n" in same and "differs" not in same
     described = compare.machine_description()
     assert f"{os.cpu_count()} cores" in described and f"torch {torch.__version__}" in described
     if Path("/proc/cpuinfo").is_file() and "cpu family" in Path("/proc/cpuinfo").read_text():
@@ -459,3 +466,77 @@ def test_only_a_run_cut_off_midway_is_continued(tmp_path):
     assert _interrupted(tmp_path, {**key, "config_sha256": "def"}) is None
     (tmp_path / "result.json").write_text("{}")
     assert _interrupted(tmp_path, key) is None
+
+
+def _saved_precisions(run_dir: Path, *precisions: str) -> Path:
+    """``run_dir`` with one saved ``config.yaml`` per attempt, as Lightning writes them."""
+    for version, precision in enumerate(precisions):
+        folder = run_dir / "lightning_logs" / f"version_{version}"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump({"trainer": {"precision": precision}}))
+    return run_dir
+
+
+def test_trained_precision_reads_every_attempt(compare, tmp_path):
+    assert compare.trained_precision(tmp_path) == ""
+    _saved_precisions(tmp_path / "a", "32-true", "32-true")
+    assert compare.trained_precision(tmp_path / "a") == "32-true"
+    # attempts in version order (version_10 after version_2), distinct values joined
+    run = _saved_precisions(tmp_path / "b", *["32-true"] * 10, "bf16-mixed")
+    assert compare.trained_precision(run) == "32-true+bf16-mixed"
+
+
+@pytest.mark.parametrize("earlier, fast_bf16, expected", [
+    ((), True, None),                            # nothing trained yet: the config's
+    (("32-true",), False, None),                 # float32 here too (the CPU fallback)
+    (("32-true",), True, "32-true"),             # bf16 here, float32 before: go on in float32
+    (("bf16-mixed",), True, None),               # bf16 both times
+    (("bf16-mixed",), False, "refused"),         # bf16 only emulated here: refused
+])
+def test_comparison_precision_keeps_every_run_alike(compare, tmp_path, monkeypatch, capsys,
+                                                    earlier, fast_bf16, expected):
+    """A comparison continued on another CPU trains its remaining runs in the
+    precision of the runs already there, or refuses (exit status 2, one line)."""
+    import benchmarks.compare as machinery
+    import training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(machinery, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "compare"
+    if earlier:
+        _saved_precisions(out / "transformer_dot_seed1", *earlier)
+    configs = [CONFIGS[name] for name in NAMES]  # bf16-mixed, from configs/base.yaml
+    if expected == "refused":
+        with pytest.raises(compare.PrecisionMismatch, match="trained in precision bf16-mixed"):
+            compare.comparison_precision(out, configs)
+        with pytest.raises(SystemExit) as exit_info:
+            compare.main(["--resume", "--out", str(out), "--device", "cpu"])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+        assert "bf16-mixed" in err and "--out DIR" in err
+        assert not (out / "transformer_additive_seed1").exists()  # nothing trained
+    else:
+        assert compare.comparison_precision(out, configs) == expected
+
+
+def test_pinned_precision_reaches_the_training_command(compare, tmp_path, monkeypatch):
+    """train() passes the pinned precision as --trainer.precision, outside the run's key."""
+    import benchmarks.compare as machinery
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(machinery.subprocess, "run", fake_run)
+    key = {"config_sha256": "abc", "override": {"seed_everything": 1}}
+    compare.train(CONFIGS["rnn"], tmp_path / "run", {"seed_everything": 1}, key=key,
+                  precision="32-true")
+    compare.train(CONFIGS["rnn"], tmp_path / "run2", {"seed_everything": 1}, key=key)
+    assert commands[0][-2:] == ["--trainer.precision", "32-true"]
+    assert "--trainer.precision" not in commands[1]
+    started = json.loads((tmp_path / "run" / compare.STARTED_FILE).read_text())
+    assert started["key"] == key
+
