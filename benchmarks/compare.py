@@ -39,12 +39,13 @@ from training.cli import resolve_config  # noqa: E402
 from training.runtime import cpu_has_fast_bf16, resolve_cpu_precision  # noqa: E402
 
 from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E402, F401
-                             aggregate, equal_time, paired_bootstrap, plot_curves,
+                             aggregate, convergence, equal_time, paired_bootstrap, plot_curves,
                              significance, write_report)
 from .names import DEFAULT_CONFIGS  # noqa: E402
 
 
-__all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "equal_time",
+__all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate", "convergence",
+           "equal_time",
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
            "NOT_RUN", "read_metrics", "train", "STARTED_FILE", "PrecisionMismatch",
            "trained_precision", "comparison_precision",

@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 
 from evaluation.significance import paired_bootstrap  # noqa: E402
 
-__all__ = ["COLUMNS", "CSV_FIELDS", "NOT_RUN", "RunResult", "aggregate", "equal_time",
+__all__ = ["COLUMNS", "CSV_FIELDS", "NOT_RUN", "RunResult", "aggregate", "convergence",
+           "equal_time",
            "paired_bootstrap", "plot_curves", "significance", "write_report"]
 
 NOT_RUN = "not run yet (--report-only)"
@@ -202,10 +203,60 @@ def equal_time(results: list[RunResult]) -> tuple[float, dict[str, dict[str, tup
     return budget, table
 
 
+def convergence(results: list[RunResult], fraction: float = 0.1, level: float = 0.5
+                ) -> dict[str, dict[str, tuple]]:
+    """Whether validation BLEU had levelled off by the end of the budget.
+
+    Per run: its last validation BLEU minus the BLEU of its last validation at or
+    before ``(1 - fraction)`` of its final validation's update (with 10
+    validations of a 4000-update budget, update 4000 against update 3600).
+
+    Args:
+        fraction: the closing share of the updates read (0.1: the last 10%).
+        level: a mean change within ``±level`` BLEU counts as levelled off.
+
+    Returns:
+        ``table[model]`` with ``"from"`` and ``"to"`` (mean update of the two
+        validations), ``"from_bleu"``, ``"to_bleu"`` and ``"change"`` as (mean,
+        sample std or NaN, runs) over the ok runs with two such validations, and
+        ``"verdict"``: ``"levelled off"``, ``"still rising"`` or ``"falling"``
+        by the mean change. Models without such runs are left out.
+    """
+    table: dict[str, dict[str, tuple]] = {}
+    for model in dict.fromkeys(r.model for r in results):
+        rows = []
+        for r in results:
+            if r.model != model or r.status != "ok" or len(r.validations) < 2:
+                continue
+            last = r.validations[-1]
+            before = [v for v in r.validations[:-1] if v[0] <= (1 - fraction) * last[0] + 1e-9]
+            if before:
+                rows.append((before[-1][0], last[0], before[-1][2], last[2],
+                             last[2] - before[-1][2]))
+        if not rows:
+            continue
+        stats: dict[str, tuple] = {}
+        for i, name in enumerate(("from", "to", "from_bleu", "to_bleu", "change")):
+            values = [row[i] for row in rows]
+            stats[name] = (float(np.mean(values)),
+                           float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                           len(values))
+        change = stats["change"][0]
+        stats["verdict"] = ("still rising" if change > level else
+                            "falling" if change < -level else "levelled off")
+        table[model] = stats
+    return table
+
+
 def _cell(mean: float, std: float, fmt: str) -> str:
     if math.isnan(mean):
         return "–"
     return fmt.format(mean) + ("" if math.isnan(std) else " ± " + fmt.format(std))
+
+
+def _signed(mean: float, std: float) -> str:
+    """``+0.31 ± 0.12``: a change with its sign, the deviation without."""
+    return f"{mean:+.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
 
 
 def _number(value: float) -> str:
@@ -309,6 +360,21 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
         cells = [_cell(stats[name][0], math.nan if name == "parameters" else stats[name][1], fmt)
                  for name, _, fmt in COLUMNS]
         lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+    converged = convergence(results)
+    if converged:
+        lines += ["", "## Convergence (validation BLEU over the last 10% of updates)", "",
+                  "Each run's last validation BLEU (greedy) against its last validation at or "
+                  "before 90% of its updates; a mean change within ±0.5 BLEU counts as "
+                  "levelled off.", "",
+                  "| model | runs | from update | val BLEU then | at update | val BLEU at the end "
+                  "| change | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for model, stats in converged.items():
+            lines.append(f"| {model} | {stats['change'][2]} | "
+                         f"{_cell(stats['from'][0], math.nan, '{:,.0f}')} | "
+                         f"{_cell(*stats['from_bleu'][:2], '{:.2f}')} | "
+                         f"{_cell(stats['to'][0], math.nan, '{:,.0f}')} | "
+                         f"{_cell(*stats['to_bleu'][:2], '{:.2f}')} | "
+                         f"{_signed(*stats['change'][:2])} | {stats['verdict']} |")
     budget_time, at_time = equal_time(results)
     if at_time:
         lines += ["", f"## At equal wall time ({budget_time:,.0f} s of training)", "",

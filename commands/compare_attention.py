@@ -44,6 +44,9 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   CPU with native bf16; runs begun in bf16 are refused (exit status 2) where
   bf16 is only emulated. ``--report-only`` trains nothing and rewrites the report from the
   finished runs (the others listed as not run yet).
+- a convergence table in ``report.md``: per model, the change in validation
+  BLEU over the last 10% of updates (the last validation against the last one
+  at or before 90% of the budget) and whether it had levelled off (within ±0.5).
 - an "equal wall time" table in ``report.md``: the same runs read when the
   fastest model had spent its update budget (best validation BLEU logged
   by then, updates by then).

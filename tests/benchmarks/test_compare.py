@@ -227,6 +227,36 @@ def test_write_report_from_synthetic_runs(compare, tmp_path):
     assert "transformer_additive seed 1: failed" in report
     for name in ("val_bleu_steps.png", "val_bleu_time.png", "train_loss.png"):
         assert f"({name})" in report
+    # convergence: validation 300 (the last) against 200 (the last at or before 90% of 300)
+    assert "## Convergence (validation BLEU over the last 10% of updates)" in report
+    assert "| transformer_dot | 2 | 200 | 13.33 ± 0.00 | 300 | 20.00 ± 1.41 | +6.67 ± 1.41 | " \
+        "still rising |" in report
+    assert "| rnn | 2 | 200 | 6.67 ± 0.00 | 300 | 10.00 ± 1.41 | +3.33 ± 1.41 | still rising |" \
+        in report
+
+
+def test_convergence_reads_the_last_tenth_of_updates(compare):
+    """Validation BLEU at the end against the last validation at or before 90% of
+    the updates; the verdict follows the mean change (±0.5 BLEU: levelled off)."""
+    def run(seed, curve, model="m"):
+        return compare.RunResult(model, seed, validations=[(400 * (i + 1), 10.0 * i, bleu)
+                                                           for i, bleu in enumerate(curve)])
+
+    flat = [10, 20, 30, 34, 35, 35.5, 35.8, 36.0, 36.1, 36.3]  # 10 validations, 400 each
+    table = compare.convergence([run(1, flat), run(2, [b + 0.4 for b in flat[:-1]] + [36.3]),
+                                 compare.RunResult("m", 3, status="failed")])
+    stats = table["m"]
+    assert stats["from"][0] == 3600 and stats["to"][0] == 4000 and stats["change"][2] == 2
+    assert stats["change"][0] == pytest.approx(((36.3 - 36.1) + (36.3 - 36.5)) / 2)
+    assert stats["verdict"] == "levelled off"
+    rising = compare.convergence([run(1, flat[:-1] + [36.9])])["m"]
+    assert rising["change"][0] == pytest.approx(0.8) and rising["verdict"] == "still rising"
+    assert compare.convergence([run(1, flat[:-1] + [35.0])])["m"]["verdict"] == "falling"
+    # 1470 updates with 7 validations every 210: 1260 is the last at or before 90%
+    short = compare.RunResult("m", 1, validations=[(210 * (i + 1), 0.0, float(i))
+                                                   for i in range(7)])
+    assert compare.convergence([short])["m"]["from"][0] == 1260
+    assert compare.convergence([compare.RunResult("m", 1, validations=[(100, 1.0, 5.0)])]) == {}
 
 
 def test_significance_is_sacrebleus_paired_bootstrap(compare, tmp_path):
