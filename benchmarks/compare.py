@@ -205,25 +205,40 @@ def trained_precision(run_dir: Path) -> str:
     return "+".join(seen)
 
 
-def comparison_precision(out: Path, configs: list[Path], accelerator: str | None = None
+def comparison_precision(out: Path, args: argparse.Namespace, accelerator: str | None = None
                          ) -> str | None:
     """The precision the runs still to train must use so that every run of the
-    comparison in ``out`` trains alike: None when the runs already there (finished
-    or cut off) trained in what this machine would use anyway, else theirs.
+    comparison in ``out`` trains alike: None when the runs ``--resume`` keeps
+    trained in what this machine would use anyway (or when nothing is left to
+    train), else theirs.
 
-    A comparison started on an AVX2-only CPU (float32: ``"32-true"``) and continued
-    on one with native bf16 goes on in float32; one started in bf16 cannot go on
-    where bf16 is emulated (about 10x slower).
+    The runs kept are those of ``args.configs`` x ``args.seeds`` with the same
+    settings (config files, seed, budget) that finished or were cut off midway;
+    runs that will train again from scratch do not count. A comparison started
+    on an AVX2-only CPU (float32: ``"32-true"``) and continued on one with
+    native bf16 goes on in float32; one started in bf16 cannot go on where bf16
+    is emulated (about 10x slower).
 
     Raises:
         PrecisionMismatch: in the second case (the message names the fix).
     """
-    trainers = [_resolved(c).get("trainer", {}) for c in configs]
-    here = {str(resolve_cpu_precision(t.get("precision"), accelerator or t.get("accelerator"),
-                                      warn=False)) for t in trainers}
-    earlier = {p for c in configs for d in sorted(Path(out).glob(f"{model_name(c)}_seed*"))
-               for p in trained_precision(d).split("+") if p}
-    if not earlier or earlier <= here:
+    kept, to_train, here = [], 0, set()
+    for config in args.configs:
+        trainer = _resolved(config).get("trainer", {})
+        here.add(str(resolve_cpu_precision(trainer.get("precision"),
+                                           accelerator or trainer.get("accelerator"),
+                                           warn=False)))
+        for seed in args.seeds:
+            run_dir, override = _run_dir_and_override(config, seed, out, args)
+            key = _run_key(config, override)
+            if load_result(run_dir, key) is not None:
+                kept.append(run_dir)
+                continue
+            to_train += 1
+            if _interrupted(run_dir, key) is not None:
+                kept.append(run_dir)
+    earlier = {p for d in kept for p in trained_precision(d).split("+") if p}
+    if not to_train or not earlier or earlier <= here:
         return None
     first = sorted(earlier)[0]
     if "bf16" in first and not cpu_has_fast_bf16() and not torch.cuda.is_available():
@@ -474,10 +489,7 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
     results: list[RunResult] = []
     start = time.perf_counter()
     report_only = getattr(args, "report_only", False)
-    precision = comparison_precision(out, args.configs) if args.resume else None
-    if precision:
-        print(f"[compare] the runs in {out} trained in precision {precision}: the runs still "
-              f"to train use it too (--trainer.precision {precision})", flush=True)
+    precision, checked = None, not args.resume  # checked before the first run trains
     for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
         for config in args.configs:
             result = finished_run(config, seed, out, args) if args.resume or report_only else None
@@ -485,6 +497,12 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
             if not reused and report_only:
                 results.append(RunResult(model_name(config), seed, status=NOT_RUN))
                 continue
+            if not reused and not checked:
+                precision, checked = comparison_precision(out, args), True
+                if precision:
+                    print(f"[compare] the runs in {out} trained in precision {precision}: "
+                          f"those still to train use it too (--trainer.precision {precision})",
+                          flush=True)
             if not reused:
                 print(f"[compare] {model_name(config)} seed {seed}: training ({config})",
                       flush=True)

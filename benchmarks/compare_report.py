@@ -362,10 +362,10 @@ def write_report(results: list[RunResult], out: Path, command: str, machine: str
         lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
     converged = convergence(results)
     if converged:
-        lines += ["", "## Convergence (validation BLEU over the last 10% of updates)", "",
+        lines += ["", "## Convergence (validation BLEU at the end of training)", "",
                   "Each run's last validation BLEU (greedy) against its last validation at or "
-                  "before 90% of its updates; a mean change within ±0.5 BLEU counts as "
-                  "levelled off.", "",
+                  "before 90% of its updates (with 10 validations: over the last 10%); a mean "
+                  "change within ±0.5 BLEU counts as levelled off.", "",
                   "| model | runs | from update | val BLEU then | at update | val BLEU at the end "
                   "| change | verdict |", "|---|---|---|---|---|---|---|---|"]
         for model, stats in converged.items():

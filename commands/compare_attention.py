@@ -45,8 +45,9 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   bf16 is only emulated. ``--report-only`` trains nothing and rewrites the report from the
   finished runs (the others listed as not run yet).
 - a convergence table in ``report.md``: per model, the change in validation
-  BLEU over the last 10% of updates (the last validation against the last one
-  at or before 90% of the budget) and whether it had levelled off (within ±0.5).
+  BLEU from the last validation at or before 90% of the budget to the last one
+  (the last 10% of updates with the configs' 10 validations) and whether it had
+  levelled off (within ±0.5).
 - an "equal wall time" table in ``report.md``: the same runs read when the
   fastest model had spent its update budget (best validation BLEU logged
   by then, updates by then).

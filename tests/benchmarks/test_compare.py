@@ -228,7 +228,7 @@ def test_write_report_from_synthetic_runs(compare, tmp_path):
     for name in ("val_bleu_steps.png", "val_bleu_time.png", "train_loss.png"):
         assert f"({name})" in report
     # convergence: validation 300 (the last) against 200 (the last at or before 90% of 300)
-    assert "## Convergence (validation BLEU over the last 10% of updates)" in report
+    assert "## Convergence (validation BLEU at the end of training)" in report
     assert "| transformer_dot | 2 | 200 | 13.33 ± 0.00 | 300 | 20.00 ± 1.41 | +6.67 ± 1.41 | " \
         "still rising |" in report
     assert "| rnn | 2 | 200 | 6.67 ± 0.00 | 300 | 10.00 ± 1.41 | +3.33 ± 1.41 | still rising |" \
@@ -512,8 +512,25 @@ def test_trained_precision_reads_every_attempt(compare, tmp_path):
     _saved_precisions(tmp_path / "a", "32-true", "32-true")
     assert compare.trained_precision(tmp_path / "a") == "32-true"
     # attempts in version order (version_10 after version_2), distinct values joined
-    run = _saved_precisions(tmp_path / "b", *["32-true"] * 10, "bf16-mixed")
-    assert compare.trained_precision(run) == "32-true+bf16-mixed"
+    run = _saved_precisions(tmp_path / "b", "32-true", "32-true", *["16-mixed"] * 8, "bf16-mixed")
+    assert compare.trained_precision(run) == "32-true+16-mixed+bf16-mixed"
+
+
+def _kept_run(out: Path, args, name: str, seed: int, *precisions: str, finished=False) -> Path:
+    """A run of ``name``/``seed`` that ``--resume`` keeps: cut off midway (its
+    started.json matches, a last.ckpt), or ``finished`` (its result.json matches)."""
+    import benchmarks.compare as machinery
+
+    run_dir, override = machinery._run_dir_and_override(CONFIGS[name], seed, out, args)
+    key = machinery._run_key(CONFIGS[name], override)
+    _saved_precisions(run_dir, *precisions)
+    if finished:
+        machinery.save_result(machinery.RunResult(name, seed), run_dir, key)
+    else:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (run_dir / machinery.STARTED_FILE).write_text(json.dumps({"key": key}))
+    return run_dir
 
 
 @pytest.mark.parametrize("earlier, fast_bf16, expected", [
@@ -526,7 +543,7 @@ def test_trained_precision_reads_every_attempt(compare, tmp_path):
 def test_comparison_precision_keeps_every_run_alike(compare, tmp_path, monkeypatch, capsys,
                                                     earlier, fast_bf16, expected):
     """A comparison continued on another CPU trains its remaining runs in the
-    precision of the runs already there, or refuses (exit status 2, one line)."""
+    precision of the runs it keeps, or refuses (exit status 2, one line)."""
     import benchmarks.compare as machinery
     import training.runtime as runtime
 
@@ -534,20 +551,42 @@ def test_comparison_precision_keeps_every_run_alike(compare, tmp_path, monkeypat
     monkeypatch.setattr(machinery, "cpu_has_fast_bf16", lambda: fast_bf16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "compare"
+    argv = ["--resume", "--out", str(out), "--device", "cpu"]  # the configs: bf16-mixed (base)
+    args = load_script("compare_attention").parse_args(argv)
     if earlier:
-        _saved_precisions(out / "transformer_dot_seed1", *earlier)
-    configs = [CONFIGS[name] for name in NAMES]  # bf16-mixed, from configs/base.yaml
+        _kept_run(out, args, "transformer_dot", 1, *earlier)
+    # a run of another budget trains again from scratch: its precision does not count
+    stale = _saved_precisions(out / "transformer_additive_seed1", "16-mixed")
     if expected == "refused":
         with pytest.raises(compare.PrecisionMismatch, match="trained in precision bf16-mixed"):
-            compare.comparison_precision(out, configs)
+            compare.comparison_precision(out, args)
         with pytest.raises(SystemExit) as exit_info:
-            compare.main(["--resume", "--out", str(out), "--device", "cpu"])
+            compare.main(argv)
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and len(err.splitlines()) == 1
         assert "bf16-mixed" in err and "--out DIR" in err
-        assert not (out / "transformer_additive_seed1").exists()  # nothing trained
+        assert (stale / "lightning_logs").is_dir()  # nothing trained, nothing replaced
+        # --report-only trains nothing, so nothing is refused
+        assert [r.status for r in compare.main([*argv[1:], "--report-only"])] == \
+            [compare.NOT_RUN] * 9
     else:
-        assert compare.comparison_precision(out, configs) == expected
+        assert compare.comparison_precision(out, args) == expected
+
+
+def test_comparison_precision_is_none_when_nothing_is_left_to_train(compare, tmp_path,
+                                                                   monkeypatch):
+    import benchmarks.compare as machinery
+
+    monkeypatch.setattr(machinery, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "compare"
+    args = load_script("compare_attention").parse_args(
+        [str(CONFIGS["transformer_dot"]), "--seeds", "1", "--resume", "--out", str(out)])
+    _kept_run(out, args, "transformer_dot", 1, "bf16-mixed", finished=True)
+    assert compare.comparison_precision(out, args) is None  # all finished: nothing to pin
+    args.seeds = [1, 2]
+    with pytest.raises(compare.PrecisionMismatch):  # seed 2 would train in emulated bf16
+        compare.comparison_precision(out, args)
 
 
 def test_pinned_precision_reaches_the_training_command(compare, tmp_path, monkeypatch):
