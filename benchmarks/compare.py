@@ -36,7 +36,7 @@ from evaluation.selection import evaluate_translator  # noqa: E402
 from inference.checkpoint import load_translator  # noqa: E402
 from inference.translation import plot_cross_attention  # noqa: E402
 from training.cli import resolve_config  # noqa: E402
-from training.runtime import cpu_has_fast_bf16, resolve_cpu_precision  # noqa: E402
+from training.runtime import resolve_cpu_precision  # noqa: E402
 
 from .compare_report import (COLUMNS, CSV_FIELDS, NOT_RUN, RunResult,  # noqa: E402, F401
                              aggregate, convergence, equal_time, paired_bootstrap, plot_curves,
@@ -222,11 +222,11 @@ def comparison_precision(out: Path, args: argparse.Namespace, accelerator: str |
     Raises:
         PrecisionMismatch: in the second case (the message names the fix).
     """
-    kept, to_train, here = [], 0, set()
+    kept, to_train, here, accelerators = [], 0, set(), []
     for config in args.configs:
         trainer = _resolved(config).get("trainer", {})
-        here.add(str(resolve_cpu_precision(trainer.get("precision"),
-                                           accelerator or trainer.get("accelerator"),
+        accelerators.append(accelerator or trainer.get("accelerator"))
+        here.add(str(resolve_cpu_precision(trainer.get("precision"), accelerators[-1],
                                            warn=False)))
         for seed in args.seeds:
             run_dir, override = _run_dir_and_override(config, seed, out, args)
@@ -241,7 +241,8 @@ def comparison_precision(out: Path, args: argparse.Namespace, accelerator: str |
     if not to_train or not earlier or earlier <= here:
         return None
     first = sorted(earlier)[0]
-    if "bf16" in first and not cpu_has_fast_bf16() and not torch.cuda.is_available():
+    # the CPU fallback itself says whether this machine would train in `first`
+    if any(str(resolve_cpu_precision(first, a, warn=False)) != first for a in accelerators):
         raise PrecisionMismatch(
             f"the runs in {out} trained in precision {first}, which this CPU only emulates "
             f"(no AVX512-BF16 or AMX); continue the comparison on such a machine, or start a "

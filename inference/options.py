@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["ENGINES", "LENPEN_NORMS", "LENPEN_STYLES", "QUANTIZATIONS", "add_lenpen_norm_argument", "add_engine_arguments", "engine_options",
-           "require_at_least"]
+__all__ = ["ENGINES", "LENPEN_NORMS", "LENPEN_STYLES", "QUANTIZATIONS", "add_engine_arguments",
+           "add_lenpen_norm_argument", "engine_options", "require_at_least"]
 
 #: Inference engines of ``load_translator`` (``--engine``).
 ENGINES = ("auto", "pytorch", "ctranslate2")

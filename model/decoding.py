@@ -213,7 +213,8 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_valid_len: torch.Tensor
         cand_tokens = torch.full((B, 2 * K, limit), pad_id, dtype=torch.long, device=device)
         cand_tokens[:, :, :step] = history[rows, origin]  # (B, 2K, t)
         cand_tokens[:, :, step] = token
-        cand_scores = torch.where(final, top_scores / length_penalty(step + 1.0, alpha, lenpen_norm),
+        penalty = length_penalty(step + 1.0, alpha, lenpen_norm)
+        cand_scores = torch.where(final, top_scores / penalty,
                                   torch.tensor(float("-inf"), device=device))
         pool_scores = torch.cat([finished_scores, cand_scores], dim=1)  # (B, 3K)
         pool_tokens = torch.cat([finished_tokens, cand_tokens], dim=1)  # (B, 3K, L)

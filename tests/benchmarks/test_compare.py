@@ -544,11 +544,9 @@ def test_comparison_precision_keeps_every_run_alike(compare, tmp_path, monkeypat
                                                     earlier, fast_bf16, expected):
     """A comparison continued on another CPU trains its remaining runs in the
     precision of the runs it keeps, or refuses (exit status 2, one line)."""
-    import benchmarks.compare as machinery
     import training.runtime as runtime
 
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast_bf16)
-    monkeypatch.setattr(machinery, "cpu_has_fast_bf16", lambda: fast_bf16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "compare"
     argv = ["--resume", "--out", str(out), "--device", "cpu"]  # the configs: bf16-mixed (base)
@@ -573,11 +571,25 @@ def test_comparison_precision_keeps_every_run_alike(compare, tmp_path, monkeypat
         assert compare.comparison_precision(out, args) == expected
 
 
+def test_comparison_precision_follows_the_accelerator(compare, tmp_path, monkeypatch):
+    """bf16 runs go on on a GPU machine, but not on its CPU (accelerator cpu)."""
+    import training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = tmp_path / "compare"
+    args = load_script("compare_attention").parse_args(["--resume", "--out", str(out)])
+    _kept_run(out, args, "transformer_dot", 1, "bf16-mixed")
+    assert compare.comparison_precision(out, args) is None  # accelerator auto: the GPU
+    with pytest.raises(compare.PrecisionMismatch):
+        compare.comparison_precision(out, args, accelerator="cpu")
+
+
 def test_comparison_precision_is_none_when_nothing_is_left_to_train(compare, tmp_path,
                                                                    monkeypatch):
-    import benchmarks.compare as machinery
+    import training.runtime as runtime
 
-    monkeypatch.setattr(machinery, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "compare"
     args = load_script("compare_attention").parse_args(
