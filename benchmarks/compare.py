@@ -35,6 +35,7 @@ from data.files import BASE_CONFIG, read_json  # noqa: E402
 from evaluation.selection import evaluate_translator  # noqa: E402
 from inference.checkpoint import load_translator  # noqa: E402
 from inference.translation import plot_cross_attention  # noqa: E402
+from inference.translator import load_corpus_split  # noqa: E402
 from training.cli import resolve_config  # noqa: E402
 from training.runtime import resolve_cpu_precision  # noqa: E402
 
@@ -49,7 +50,8 @@ __all__ = ["RunResult", "DEFAULT_CONFIGS", "run_override", "run_one", "aggregate
            "save_result", "load_result", "ResultFileError", "finished_run", "machine_description",
            "NOT_RUN", "read_metrics", "train", "STARTED_FILE", "PrecisionMismatch",
            "trained_precision", "comparison_precision",
-           "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison"]
+           "paired_bootstrap", "significance", "write_report", "plot_curves", "run_comparison",
+           "record_run", "restore_run", "record_report", "restore_records"]
 
 REPO = Path(__file__).resolve().parents[1]
 SPEED_MONITOR = "training.callbacks.SpeedMonitor"
@@ -231,13 +233,14 @@ def comparison_precision(out: Path, args: argparse.Namespace, accelerator: str |
         for seed in args.seeds:
             run_dir, override = _run_dir_and_override(config, seed, out, args)
             key = _run_key(config, override)
-            if load_result(run_dir, key) is not None:
-                kept.append(run_dir)
+            finished = load_result(run_dir, key)
+            if finished is not None:
+                kept.append(finished.precision or trained_precision(run_dir))
                 continue
             to_train += 1
             if _interrupted(run_dir, key) is not None:
-                kept.append(run_dir)
-    earlier = {p for d in kept for p in trained_precision(d).split("+") if p}
+                kept.append(trained_precision(run_dir))
+    earlier = {p for precision in kept for p in precision.split("+") if p}
     if not to_train or not earlier or earlier <= here:
         return None
     first = sorted(earlier)[0]
@@ -440,6 +443,109 @@ def run_one(config: Path, seed: int, out: Path, args: argparse.Namespace,
     return result
 
 
+# ------------------------------------------------------------------ records
+#: The files of a run's record besides ``result.json``: what the report needs of a
+#: finished run that its checkpoints, logs and the corpus's references are not.
+RECORD_FILES = ("test_hypotheses", "attention_plot")
+
+
+def _portable_key(key: object) -> object:
+    """A run key with its run folder (``trainer.default_root_dir``, which the
+    override repeats in the logger's ``save_dir``) replaced by ``<run>``, so a
+    record made in another clone or ``--out`` matches."""
+    text = json.dumps(key)
+    try:
+        run_dir = key["override"]["trainer"]["default_root_dir"]
+    except (KeyError, TypeError):
+        return json.loads(text)
+    return json.loads(text.replace(json.dumps(run_dir)[1:-1], "<run>"))
+
+
+def record_run(run_dir: Path, record: Path) -> Path | None:
+    """Copy a finished run's ``result.json``, test hypotheses and attention
+    heatmap into ``record/<run folder name>/`` (a folder meant for git, such
+    as ``docs/compare``), with the file paths in the result made relative.
+    Checkpoints, logs and the references (corpus text, never committed) stay
+    out: :func:`restore_run` rebuilds the references from the corpus.
+
+    Returns:
+        The record's folder, or None when the run has no ok result to keep.
+
+    Raises:
+        ResultFileError: if the run's ``result.json`` is damaged.
+    """
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = read_json(path, ResultFileError, f"delete {run_dir} to train that run again")
+    result = saved.get("result", {}) if isinstance(saved, dict) else {}
+    if result.get("status") != "ok":
+        return None
+    target = record / run_dir.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (*RECORD_FILES, "test_references"):
+        if result.get(name):
+            if name != "test_references" and Path(result[name]).is_file():
+                shutil.copyfile(result[name], target / Path(result[name]).name)
+            result[name] = Path(result[name]).name
+    tmp = target / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"key": saved["key"], "result": result}, indent=1))
+    os.replace(tmp, target / RESULT_FILE)
+    return target
+
+
+def restore_run(record_dir: Path, run_dir: Path, config: Path, key: dict) -> bool:
+    """Make ``run_dir`` a finished run again from its record (:func:`record_run`)
+    if the record was made with the same config files, seed and budget as
+    ``key`` (its run folder may differ): the record's files are copied in, the
+    test references are read from the corpus of ``config``'s data settings, and
+    ``result.json`` is written with this run's paths and key. Whatever
+    ``run_dir`` held (an interrupted run) is replaced.
+
+    Returns:
+        True if restored; False if the record is missing, failed, or of other settings.
+
+    Raises:
+        ResultFileError: if the record's ``result.json`` is damaged.
+        data.corpus.CorpusError: if the corpus of the references is missing.
+    """
+    path = record_dir / RESULT_FILE
+    if not path.is_file():
+        return False
+    saved = read_json(path, ResultFileError,
+                      f"restore it from git (git checkout {path}) or delete {record_dir}")
+    if not isinstance(saved, dict) or _portable_key(saved.get("key")) != _portable_key(
+            json.loads(json.dumps(key))) or saved.get("result", {}).get("status") != "ok":
+        return False
+    result = dict(saved["result"])
+    if any(result.get(name) and not (record_dir / result[name]).is_file()
+           for name in RECORD_FILES):
+        return False
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    for name in RECORD_FILES:
+        if result.get(name):
+            shutil.copyfile(record_dir / result[name], run_dir / result[name])
+            result[name] = str(run_dir / result[name])
+    if result.get("test_references"):
+        _, references, _ = load_corpus_split(_resolved(config).get("data", {}), resolve=_in_repo)
+        (run_dir / result["test_references"]).write_text("\n".join(references) + "\n",
+                                                          encoding="utf-8")
+        result["test_references"] = str(run_dir / result["test_references"])
+    tmp = run_dir / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    os.replace(tmp, run_dir / RESULT_FILE)
+    return True
+
+
+def record_report(paths: dict[str, Path], record: Path) -> None:
+    """Copy the report files :func:`write_report` wrote (``paths``) into ``record``."""
+    record.mkdir(parents=True, exist_ok=True)
+    for path in paths.values():
+        shutil.copyfile(path, record / Path(path).name)
+
+
 def machine_description() -> str:
     """Accelerator, CPU model (with its family/model numbers and the vector
     extensions that decide its speed: one "AMD EPYC" name covers Zen 2 with
@@ -474,6 +580,31 @@ def machine_description() -> str:
     return ", ".join(parts)
 
 
+def restore_records(out: Path, record: Path, args: argparse.Namespace) -> list[Path]:
+    """Restore into ``out`` (:func:`restore_run`) every run of ``args.configs`` x
+    ``args.seeds`` that ``out`` holds no finished result of but ``record`` does
+    (same config files, seed and budget); returns the restored run folders."""
+    restored = []
+    for seed in args.seeds:
+        for config in args.configs:
+            run_dir, override = _run_dir_and_override(config, seed, out, args)
+            key = _run_key(config, override)
+            if load_result(run_dir, key) is None and \
+                    restore_run(record / run_dir.name, run_dir, config, key):
+                print(f"[compare] {model_name(config)} seed {seed}: finished run restored "
+                      f"from {record / run_dir.name}", flush=True)
+                restored.append(run_dir)
+    return restored
+
+
+def _report(results: list[RunResult], out: Path, command: str, machine: str, budget: str,
+            record: Path | None) -> None:
+    """:func:`write_report` into ``out``, copied into ``record`` if given."""
+    paths = write_report(results, out, command, machine, budget)
+    if record is not None:
+        record_report(paths, record)
+
+
 def run_comparison(args, argv: list[str]) -> list[RunResult]:
     """Run the comparison that ``args`` (the options of
     ``scripts/compare_attention.py``, given as ``argv``) describe: train and
@@ -491,6 +622,9 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
     start = time.perf_counter()
     report_only = getattr(args, "report_only", False)
     precision, checked = None, not args.resume  # checked before the first run trains
+    record = getattr(args, "record", None)
+    if record is not None and (args.resume or report_only):
+        restore_records(out, record, args)
     for seed in args.seeds:  # seed by seed: a cut-short comparison has every model's first seeds
         for config in args.configs:
             result = finished_run(config, seed, out, args) if args.resume or report_only else None
@@ -515,8 +649,11 @@ def run_comparison(args, argv: list[str]) -> list[RunResult]:
                   f"{result.train_tokens_per_sec:,.0f} tokens/s, "
                   f"{result.process_seconds:.0f} s training process, "
                   f"{time.perf_counter() - start:.0f} s so far", flush=True)
+            run_dir = out / f"{result.model}_seed{result.seed}"
+            if record is not None and (not reused or not (record / run_dir.name).is_dir()):
+                record_run(run_dir, record)  # trained now, or finished before --record was used
             if not reused:  # after every trained run, so a stopped comparison keeps its report
-                write_report(results, out, command, machine, budget)
-    write_report(results, out, command, machine, budget)
+                _report(results, out, command, machine, budget, record)
+    _report(results, out, command, machine, budget, record)
     print(f"[compare] report: {out / 'report.md'}")
     return results

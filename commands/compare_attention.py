@@ -44,6 +44,14 @@ papers' lowercased tokenized BLEU). ``OUT`` (default
   CPU with native bf16; runs begun in bf16 are refused (exit status 2) where
   bf16 is only emulated. ``--report-only`` trains nothing and rewrites the report from the
   finished runs (the others listed as not run yet).
+- ``--record DIR`` keeps what the report needs of every finished run outside
+  ``OUT`` (ignored by git): ``DIR/<name>_seed<k>/`` gets its ``result.json``
+  (paths made relative), test hypotheses and heatmap, and ``DIR`` a copy of the
+  report, after every run. A comparison longer than one machine's session
+  goes on elsewhere: ``--resume --record DIR`` restores the recorded runs into
+  ``OUT`` (the test references read again from the corpus), trains the rest,
+  and ``--report-only --record DIR`` rebuilds the report from the records
+  alone. The precision rule above holds for restored runs too.
 - a convergence table in ``report.md``: per model, the change in validation
   BLEU from the last validation at or before 90% of the budget to the last one
   (the last 10% of updates with the configs' 10 validations) and whether it had
@@ -100,6 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="reuse finished runs in OUT (same config, seed and budget: their "
                         "result.json) instead of training them again; others are (re)trained")
+    p.add_argument("--record", type=Path, default=None, metavar="DIR",
+                   help="also keep the report and each finished run's record (result.json, "
+                        "test hypotheses, attention heatmap; no checkpoints) in DIR, a folder "
+                        "for git such as docs/compare; with --resume or --report-only, runs "
+                        "missing from OUT are restored from DIR")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the report from the finished runs in OUT "
                         "(as --resume reads them); the others are listed as not run yet")

@@ -21,7 +21,7 @@ from .decoding import (DecodingConfig, DecodingError, Hypothesis, length_limit_p
 
 from .options import ENGINES
 
-__all__ = ["CheckpointError", "ENGINES", "Translator"]
+__all__ = ["CheckpointError", "ENGINES", "Translator", "load_corpus_split"]
 
 
 class CheckpointError(ValueError):
@@ -106,18 +106,43 @@ class Translator:
         Raises:
             data.corpus.CorpusError: for a missing or misaligned corpus.
         """
-        from data.corpus import load_parallel_corpus  # datasets: only when a split is read
-        from data.tatoeba import GroupedSplit
+        return load_corpus_split(self.data_hparams, split, source, src_lang, tgt_lang, resolve)
 
-        data = self.data_hparams
-        settings = {"split": split or data.get("test_split", "test_2016_flickr"),
-                    "src_lang": src_lang or data.get("src_lang", "en"),
-                    "tgt_lang": tgt_lang or data.get("tgt_lang", "de")}
-        grouped = GroupedSplit(data.get("valid_size", 5000), data.get("test_size", 5000),
-                               data.get("split_seed", 0))
-        corpus = load_parallel_corpus(
-            source or resolve(data.get("source", "../shared/data/multi30k")),
-            settings["src_lang"], settings["tgt_lang"], [settings["split"]],
-            cache_dir=os.path.join(resolve(data.get("cache_dir", ".cache")), "datasets"),
-            hub_config=data.get("hub_config"), grouped_split=grouped)[settings["split"]]
-        return column(corpus, "src"), column(corpus, "tgt"), settings
+
+def load_corpus_split(data: dict, split: str | None = None, source: str | None = None,
+                      src_lang: str | None = None, tgt_lang: str | None = None,
+                      resolve: Callable[[str], str] = str) -> tuple[list[str], list[str], dict]:
+    """Raw sources and references of a split of the corpus that data settings
+    describe: :meth:`Translator.load_split` for the settings of a checkpoint,
+    or of a config's ``data`` section (without a model).
+
+    Args:
+        data: the data module's settings (``source``, ``src_lang``,
+            ``tgt_lang``, ``test_split``, ``cache_dir``, ``hub_config``, and a
+            Tatoeba zip's ``valid_size``, ``test_size``, ``split_seed``);
+            missing keys take the data module's defaults (Multi30k en->de).
+        split, source, src_lang, tgt_lang: override ``data`` (None: from it;
+            the split defaults to its test split).
+        resolve: maps the saved relative paths (source, cache folder).
+
+    Returns:
+        ``(sources, references, settings)``: one raw sentence per line and the
+        ``split``, ``src_lang`` and ``tgt_lang`` used.
+
+    Raises:
+        data.corpus.CorpusError: for a missing or misaligned corpus.
+    """
+    from data.corpus import load_parallel_corpus  # datasets: only when a split is read
+    from data.tatoeba import GroupedSplit
+
+    settings = {"split": split or data.get("test_split", "test_2016_flickr"),
+                "src_lang": src_lang or data.get("src_lang", "en"),
+                "tgt_lang": tgt_lang or data.get("tgt_lang", "de")}
+    grouped = GroupedSplit(data.get("valid_size", 5000), data.get("test_size", 5000),
+                           data.get("split_seed", 0))
+    corpus = load_parallel_corpus(
+        source or resolve(data.get("source", "../shared/data/multi30k")),
+        settings["src_lang"], settings["tgt_lang"], [settings["split"]],
+        cache_dir=os.path.join(resolve(data.get("cache_dir", ".cache")), "datasets"),
+        hub_config=data.get("hub_config"), grouped_split=grouped)[settings["split"]]
+    return column(corpus, "src"), column(corpus, "tgt"), settings

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -363,7 +364,7 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     """Three tiny models, one seed, 6 updates each: every run trains, validates
     twice, is tested, and the report covers all of them."""
     configs = [str(tiny_config(name, tmp_path, multi30k_small)) for name in NAMES]
-    out = tmp_path / "report"
+    out, record = tmp_path / "report", tmp_path / "docs" / "compare"
     results = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1",
                             "--out", str(out), "--device", "cpu", "--threads", "1"])
     assert [(r.model, r.seed, r.status) for r in results] == [(n, 1, "ok") for n in NAMES]
@@ -400,10 +401,12 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
         png = out / f"{n}_seed1" / "attention.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({n}_seed1/attention.png)" in report
-    # --resume reads the finished runs back (nothing retrains) and writes the same report
+    # --resume reads the finished runs back (nothing retrains) and writes the same report;
+    # --record keeps them (finished before it was given) and the report in a folder for git
     logs = {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES}
     again = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds", "1",
-                          "--out", str(out), "--device", "cpu", "--threads", "1", "--resume"])
+                          "--out", str(out), "--device", "cpu", "--threads", "1", "--resume",
+                          "--record", str(record)])
     assert again == results
     assert {n: (out / f"{n}_seed1" / "train.log").stat().st_mtime_ns for n in NAMES} == logs
     assert "## At equal wall time" in (out / "report.md").read_text()
@@ -426,6 +429,17 @@ def test_compare_main_tiny_run(compare, multi30k_small, tmp_path):
     assert not any((out / f"{n}_seed2").exists() for n in NAMES)
     report = (out / "report.md").read_text()
     assert f"- {NAMES[0]} seed 2: not run yet" in report
+    # the record (--record) holds the first comparison without checkpoints or references;
+    # with OUT gone, --report-only --record rebuilds it, heatmaps and p-values included
+    assert not list(record.rglob("*.ckpt")) and not list(record.rglob("*.ref"))
+    recorded = (record / "report.md").read_text()
+    assert all(f"]({n}_seed1/attention.png)" in recorded for n in NAMES)
+    shutil.rmtree(out)
+    from_record = compare.main([*configs, "--max-steps", "6", "--num-evals", "2", "--seeds",
+                                "1", "--out", str(out), "--device", "cpu", "--report-only",
+                                "--record", str(record)])
+    assert from_record == results
+    assert "## Significance" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -621,3 +635,104 @@ def test_pinned_precision_reaches_the_training_command(compare, tmp_path, monkey
     started = json.loads((tmp_path / "run" / compare.STARTED_FILE).read_text())
     assert started["key"] == key
 
+
+
+def _finished_run(compare, out: Path, args, config: Path, seed: int, **values) -> tuple:
+    """A finished run of ``config``/``seed`` in ``out`` as run_one leaves one:
+    result.json, test hypotheses and references, a heatmap, a checkpoint and logs."""
+    import benchmarks.compare as machinery
+
+    run_dir, override = machinery._run_dir_and_override(config, seed, out, args)
+    key = machinery._run_key(config, override)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    _saved_precisions(run_dir, "32-true")
+    hyp, ref, png = (run_dir / "test_2016_flickr.de.hyp", run_dir / "test_2016_flickr.de.ref",
+                     run_dir / "attention.png")
+    hyp.write_text("ein Hund .\nzwei Katzen .\n", encoding="utf-8")
+    ref.write_text("REFERENCES\n", encoding="utf-8")
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    result = compare.RunResult(machinery.model_name(config), seed, test_bleu=30.5,
+                               validations=[(3, 1.5, 20.0), (6, 3.0, 25.0)],
+                               test_hypotheses=str(hyp), test_references=str(ref),
+                               attention_plot=str(png), machine="machine A",
+                               precision="32-true", **values)
+    compare.save_result(result, run_dir, key)
+    return run_dir, key, result
+
+
+def test_record_keeps_a_run_without_checkpoints_or_references_and_restores_it(
+        compare, multi30k_small, tmp_path):
+    """record_run copies result.json (relative paths), hypotheses and heatmap only;
+    restore_run rebuilds the run in another --out (the references read from the
+    config's corpus) so that load_result reuses it; other settings are not restored."""
+    import benchmarks.compare as machinery
+
+    config = tiny_config("transformer_dot", tmp_path, multi30k_small)
+    args = load_script("compare_attention").parse_args(
+        [str(config), "--seeds", "1", "--out", str(tmp_path / "a"), "--resume"])
+    run_dir, key, result = _finished_run(compare, tmp_path / "a", args, config, 1)
+    record = tmp_path / "docs" / "compare"
+    target = compare.record_run(run_dir, record)
+    assert target == record / "transformer_dot_seed1"
+    assert sorted(p.name for p in target.iterdir()) == [
+        "attention.png", "result.json", "test_2016_flickr.de.hyp"]  # no refs, no checkpoints
+    saved = json.loads((target / "result.json").read_text())
+    assert saved["key"] == key and saved["result"]["test_hypotheses"] == "test_2016_flickr.de.hyp"
+    assert saved["result"]["test_references"] == "test_2016_flickr.de.ref"
+
+    # another clone or --out: the run folder in the key differs, the settings do not
+    args.out = tmp_path / "b"
+    new_dir, new_override = machinery._run_dir_and_override(config, 1, args.out, args)
+    new_key = machinery._run_key(config, new_override)
+    assert new_key != key
+    (new_dir / "checkpoints").mkdir(parents=True)  # an interrupted run there is replaced
+    assert compare.restore_run(target, new_dir, config, new_key)
+    restored = compare.load_result(new_dir, new_key)
+    assert restored is not None and not (new_dir / "checkpoints").exists()
+    expected = {**vars(result), "test_hypotheses": str(new_dir / "test_2016_flickr.de.hyp"),
+                "test_references": str(new_dir / "test_2016_flickr.de.ref"),
+                "attention_plot": str(new_dir / "attention.png")}
+    assert json.dumps(vars(restored), sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert Path(restored.test_hypotheses).read_text() == Path(result.test_hypotheses).read_text()
+    assert Path(restored.test_references).read_text().splitlines() == \
+        read_raw(multi30k_small, "test_2016_flickr", "de")
+    # a record of another seed or budget is not restored; a damaged one says what to do
+    other = {**new_key, "override": {**new_key["override"], "seed_everything": 2}}
+    assert not compare.restore_run(target, tmp_path / "c", config, other)
+    assert not (tmp_path / "c").exists()
+    assert not compare.restore_run(record / "rnn_seed1", tmp_path / "c", config, new_key)
+    (target / "result.json").write_text("{cut")
+    with pytest.raises(compare.ResultFileError, match=r"result.json is damaged: .*git checkout"):
+        compare.restore_run(target, tmp_path / "c", config, new_key)
+
+
+def test_failed_runs_are_not_recorded(compare, tmp_path):
+    key = {"config_sha256": "abc", "override": {"trainer": {"default_root_dir": str(tmp_path)}}}
+    compare.save_result(compare.RunResult("rnn", 1, status="failed (exit code 1)"), tmp_path, key)
+    assert compare.record_run(tmp_path, tmp_path / "record") is None
+    assert compare.record_run(tmp_path / "missing", tmp_path / "record") is None
+    assert not (tmp_path / "record").exists()
+
+
+def test_comparison_precision_reads_restored_runs_from_their_result(compare, tmp_path,
+                                                                    monkeypatch):
+    """A run restored from a record has no Lightning logs: its result.json's
+    precision decides (bf16 runs are refused where bf16 is emulated)."""
+    import training.runtime as runtime
+    import benchmarks.compare as machinery
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "compare"
+    args = load_script("compare_attention").parse_args(
+        [str(CONFIGS["transformer_dot"]), "--seeds", "1", "2", "--resume", "--out", str(out)])
+    run_dir, override = machinery._run_dir_and_override(CONFIGS["transformer_dot"], 1, out, args)
+    run_dir.mkdir(parents=True)
+    compare.save_result(compare.RunResult("transformer_dot", 1, precision="bf16-mixed"), run_dir,
+                        machinery._run_key(CONFIGS["transformer_dot"], override))
+    assert not (run_dir / "lightning_logs").exists()
+    with pytest.raises(compare.PrecisionMismatch, match="bf16-mixed"):
+        compare.comparison_precision(out, args)
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert compare.comparison_precision(out, args) is None
