@@ -216,7 +216,9 @@ def comparison_precision(out: Path, args: argparse.Namespace, accelerator: str |
 
     The runs kept are those of ``args.configs`` x ``args.seeds`` with the same
     settings (config files, seed, budget) that finished or were cut off midway;
-    runs that will train again from scratch do not count. A comparison started
+    runs that will train again from scratch do not count. A finished run's
+    precision is the one its ``result.json`` holds (a run restored from a record
+    has no Lightning logs), a cut-off run's its saved ``config.yaml``'s. A comparison started
     on an AVX2-only CPU (float32: ``"32-true"``) and continued on one with
     native bf16 goes on in float32; one started in bf16 cannot go on where bf16
     is emulated (about 10x slower).
