@@ -10,6 +10,7 @@ Modules: ``timing`` (synchronize, median timing), ``attention_benchmark``,
 ``train_benchmark`` (our Transformer against ``reference``, the
 ``torch.nn.Transformer`` of the same shape), ``decode_benchmark`` (ours against
 CTranslate2), ``data_benchmark`` (prepare/setup/loader at 29 k to 2 M pairs),
-``compare`` and ``compare_report`` (the attention comparison), ``examples``
+``compare``, ``compare_report`` and ``compare_record`` (the attention comparison,
+its report, and the saved results and records of its runs), ``examples``
 (d2l.ai's attention-pooling and Nadaraya-Watson examples, plotted).
 """

@@ -686,8 +686,9 @@ def test_record_keeps_a_run_without_checkpoints_or_references_and_restores_it(
     new_dir, new_override = machinery._run_dir_and_override(config, 1, args.out, args)
     new_key = machinery._run_key(config, new_override)
     assert new_key != key
+    data = (machinery._resolved(config)["data"], machinery._in_repo)  # the config's corpus
     (new_dir / "checkpoints").mkdir(parents=True)  # an interrupted run there is replaced
-    assert compare.restore_run(target, new_dir, config, new_key)
+    assert compare.restore_run(target, new_dir, new_key, *data)
     restored = compare.load_result(new_dir, new_key)
     assert restored is not None and not (new_dir / "checkpoints").exists()
     expected = {**vars(result), "test_hypotheses": str(new_dir / "test_2016_flickr.de.hyp"),
@@ -699,12 +700,12 @@ def test_record_keeps_a_run_without_checkpoints_or_references_and_restores_it(
         read_raw(multi30k_small, "test_2016_flickr", "de")
     # a record of another seed or budget is not restored; a damaged one says what to do
     other = {**new_key, "override": {**new_key["override"], "seed_everything": 2}}
-    assert not compare.restore_run(target, tmp_path / "c", config, other)
+    assert not compare.restore_run(target, tmp_path / "c", other, *data)
     assert not (tmp_path / "c").exists()
-    assert not compare.restore_run(record / "rnn_seed1", tmp_path / "c", config, new_key)
+    assert not compare.restore_run(record / "rnn_seed1", tmp_path / "c", new_key, *data)
     (target / "result.json").write_text("{cut")
     with pytest.raises(compare.ResultFileError, match=r"result.json is damaged: .*git checkout"):
-        compare.restore_run(target, tmp_path / "c", config, new_key)
+        compare.restore_run(target, tmp_path / "c", new_key, *data)
 
 
 def test_failed_runs_are_not_recorded(compare, tmp_path):
